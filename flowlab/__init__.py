@@ -1,0 +1,49 @@
+"""flowlab: symbolic-numeric gradient-flow analysis of next-token prediction on Markov data.
+
+The public API is re-exported here lazily, so ``import flowlab`` (and ``flowlab --help``)
+does not import SymPy, SciPy or matplotlib until a name that needs them is used.
+
+>>> import flowlab
+>>> chain = flowlab.MarkovChain(0.5, 0.8)
+>>> result = flowlab.gradient_flow(flowlab.get_model("ew"), chain, [0.1, 0.1])
+>>> result.reached
+'local'
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FlowlabInputError": "._checks",
+    "MarkovChain": ".markov",
+    "binary_entropy": ".markov",
+    "Model": ".models",
+    "PRESETS": ".models",
+    "get_model": ".models",
+    "Derivation": ".derive",
+    "derive": ".derive",
+    "NumericModel": ".numeric",
+    "compile_model": ".numeric",
+    "FlowResult": ".flow",
+    "gradient_flow": ".flow",
+    "to_latex": ".latex",
+    "to_markdown": ".latex",
+    "run_demo": ".demo",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flowlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,48 @@
+"""Validation at the public boundary: clear messages naming the input and what is allowed."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+class FlowlabInputError(ValueError):
+    """Invalid user input; the message says what is wrong and what is allowed."""
+
+
+def real_number(value, name: str) -> float:
+    """Return ``value`` as a finite float or raise :class:`FlowlabInputError`."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise FlowlabInputError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise FlowlabInputError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def probability(value, name: str) -> float:
+    """A switching probability: finite and strictly inside (0, 1)."""
+    value = real_number(value, name)
+    if not 0.0 < value < 1.0:
+        raise FlowlabInputError(
+            f"{name} must lie strictly between 0 and 1, got {value!r} "
+            "(at 0 or 1 the optimal logit gap D* is infinite)"
+        )
+    return value
+
+
+def finite_array(values, name: str, last_dim: int | None = None) -> np.ndarray:
+    """A float64 array with no NaN/inf; optionally with a fixed trailing dimension."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise FlowlabInputError(f"{name} must be an array of real numbers ({exc})") from None
+    if last_dim is not None and (arr.ndim == 0 or arr.shape[-1] != last_dim):
+        raise FlowlabInputError(
+            f"{name} must have shape (..., {last_dim}), got shape {arr.shape}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise FlowlabInputError(f"{name} contains NaN or infinite values")
+    return arr

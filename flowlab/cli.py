@@ -1,0 +1,236 @@
+"""The ``flowlab`` command. It parses arguments, calls the public API and writes outputs.
+
+Heavy modules (SymPy, SciPy, matplotlib) are imported inside the subcommands, so that
+``flowlab --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from . import __version__
+from ._checks import FlowlabInputError
+
+#: Preset model names (kept equal to flowlab.models.PRESETS by a test; no SymPy import here).
+MODEL_NAMES = ("ew", "ewb")
+
+EXIT_INPUT = 2
+
+
+def parse_point(text: str) -> dict[str, float]:
+    """Parse ``name=value,name=value`` (e.g. ``e=0.3,w=-1.2``) without evaluating anything."""
+    point = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise FlowlabInputError(
+                f"malformed point {text!r}: expected name=value pairs separated by commas, "
+                "e.g. e=0.3,w=-1.2"
+            )
+        if name in point:
+            raise FlowlabInputError(f"parameter {name!r} is given twice in {text!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise FlowlabInputError(f"the value of {name!r} is not a number: {value!r}") from None
+        if not math.isfinite(number):
+            raise FlowlabInputError(f"the value of {name!r} must be finite, got {value!r}")
+        point[name] = number
+    return point
+
+
+def point_vector(model, point: dict[str, float]):
+    """The point in the model's parameter order; every parameter given, no unknown names."""
+    unknown = [n for n in point if n not in model.params]
+    missing = [n for n in model.params if n not in point]
+    if unknown or missing:
+        raise FlowlabInputError(
+            f"model {model.name!r} has parameters {','.join(model.params)}"
+            + (f"; unknown: {','.join(unknown)}" if unknown else "")
+            + (f"; missing: {','.join(missing)}" if missing else "")
+        )
+    return [point[n] for n in model.params]
+
+
+def _float(text: str) -> float:
+    """argparse type: a finite float (NaN and inf are refused with a clear message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _add_model(parser, *, chain_required: bool) -> None:
+    parser.add_argument("--model", default="ew", help=f"preset model: {', '.join(MODEL_NAMES)} (default: %(default)s)")
+    parser.add_argument("--p", type=_float, required=chain_required, default=None,
+                        help="switching probability P(0->1), in (0, 1)")
+    parser.add_argument("--q", type=_float, required=chain_required, default=None,
+                        help="switching probability P(1->0), in (0, 1)")
+
+
+def _write(text: str, out: str | None) -> None:
+    if out:
+        from .io import atomic_write_text
+
+        atomic_write_text(out, text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _chain(args):
+    from .markov import MarkovChain
+
+    if (args.p is None) != (args.q is None):
+        raise FlowlabInputError("give both --p and --q, or neither")
+    return None if args.p is None else MarkovChain(args.p, args.q)
+
+
+def cmd_derive(args) -> int:
+    from .derive import derive
+    from .io import to_json
+    from .latex import to_json_dict, to_latex, to_markdown
+    from .models import get_model
+
+    model, chain = get_model(args.model), _chain(args)
+    d = derive(model)
+    if args.format == "latex":
+        text = to_latex(d, chain)
+    elif args.format == "markdown":
+        text = to_markdown(d, chain)
+    else:
+        text = to_json(to_json_dict(d, chain))
+    _write(text, args.out)
+    failed = [i.name for i in d.identities if not i.verified]
+    if failed:
+        print(f"flowlab: identities NOT verified by SymPy: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .io import to_json
+    from .models import get_model
+    from .numeric import NumericModel
+
+    model, chain = get_model(args.model), _chain(args)
+    theta = point_vector(model, parse_point(args.at))
+    result = NumericModel(model, chain).evaluate(theta)
+    if args.json:
+        _write(to_json(result), None)
+    else:
+        print(f"model {model.name} at {args.at}  (p={chain.p:g}, q={chain.q:g}, {chain.regime})")
+        print(f"  loss      {result['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
+        print("  gradient  " + "  ".join(f"{k}={v:.6g}" for k, v in result["gradient"].items()))
+        print("  hessian   " + "  ".join(str([round(x, 6) for x in row]) for row in result["hessian"]))
+        print(f"  gap D     {result['gap']:.12g}   (D* = {chain.optimal_gap:.12g})")
+        for k, v in result["invariants"].items():
+            print(f"  {k:<9} {v if v is None else format(v, '.12g')}")
+    if chain.degenerate:
+        print("flowlab: note: p + q = 1, the chain is i.i.d. (unigram = bigram)", file=sys.stderr)
+    return 0
+
+
+def cmd_flow(args) -> int:
+    from .flow import gradient_flow
+    from .io import to_json, write_table
+    from .models import get_model
+
+    model, chain = get_model(args.model), _chain(args)
+    theta0 = point_vector(model, parse_point(args.at))
+    result = gradient_flow(
+        model, chain, theta0, t_max=args.t_max, grad_tol=args.grad_tol, method=args.method,
+        rtol=args.rtol, atol=args.atol, allow_degenerate=args.allow_degenerate,
+    )
+    payload = result.as_dict()
+    if args.trajectory:
+        write_table(args.trajectory, result.columns())
+        payload["trajectory"] = args.trajectory
+    if args.json:
+        _write(to_json(payload), None)
+    else:
+        fin = ", ".join(f"{k}={v:.6g}" for k, v in payload["final"].items())
+        print(f"{model.name} from {args.at} (p={chain.p:g}, q={chain.q:g}, {chain.regime})")
+        print(f"  reached   {payload['reached']}  [{payload['status']}] {payload['message']}")
+        print(f"  final     {fin}  at t = {payload['t_final']:.6g}")
+        print(f"  loss      {payload['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
+        if payload["energy_drift"] is not None:
+            print(f"  E drift   {payload['energy_drift']:.3g}")
+    return 0 if result.status != "failed" else 1
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="flowlab",
+        description="Gradient-flow analysis of the canonical transformer models of next-token "
+        "prediction on binary Markov chains (Makkuva et al., NeurIPS 2024).",
+        epilog="Exit codes: 0 success, 1 analysis failure, 2 invalid input.",
+    )
+    parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("derive", formatter_class=fmt, help="symbolic loss, gradient, Hessian, gap, invariants",
+                       description="Derive a model's loss and its consequences with SymPy; print LaTeX, Markdown or JSON.")
+    _add_model(p, chain_required=False)
+    p.add_argument("--format", choices=("latex", "markdown", "json"), default="markdown")
+    p.add_argument("--out", help="write to this file (atomically) instead of stdout")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("eval", formatter_class=fmt, help="loss, gradient, Hessian, gap and energy at a point",
+                       description="Evaluate the compiled model at one point.")
+    _add_model(p, chain_required=True)
+    p.add_argument("--at", required=True, help="the point, e.g. e=0.3,w=-1.2")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("flow", formatter_class=fmt, help="integrate one gradient-flow trajectory",
+                       description="Integrate d theta/dt = -grad L from a point with scipy's solve_ivp and "
+                       "report which critical set it reached.")
+    _add_model(p, chain_required=True)
+    p.add_argument("--at", required=True, help="initial point, e.g. e=0.1,w=0.1")
+    p.add_argument("--t-max", type=_float, default=1e4, help="integration time limit")
+    p.add_argument("--grad-tol", type=_float, default=1e-8, help="stop when |grad L| falls below this")
+    p.add_argument("--method", default="DOP853", choices=("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA"))
+    p.add_argument("--rtol", type=_float, default=1e-10, help="solver relative tolerance")
+    p.add_argument("--atol", type=_float, default=1e-12, help="solver absolute tolerance")
+    p.add_argument("--trajectory", metavar="FILE", help="also write the trajectory (.npz or .csv)")
+    p.add_argument("--allow-degenerate", action="store_true",
+                   help="integrate even when p + q = 1 (every critical point is then global)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
+                       description="Derivations (Markdown, LaTeX, PDF when pdflatex is present), flows at "
+                       "p = 0.5, q = 0.8 and a report, written to a folder.")
+    p.add_argument("--out", default="flowlab-demo", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FlowlabInputError as exc:
+        print(f"flowlab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

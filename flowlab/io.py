@@ -1,0 +1,67 @@
+"""Outputs written atomically: a temporary file in the target folder, then a rename."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ._checks import FlowlabInputError
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_json(obj) -> str:
+    """JSON with NaN/inf refused (they are errors in flowlab, not values)."""
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path, obj) -> Path:
+    return atomic_write_text(path, to_json(obj))
+
+
+def write_table(path, columns: dict[str, np.ndarray]) -> Path:
+    """Write named 1-D columns as .npz or .csv, chosen by the file extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in columns.items()})
+        return atomic_write_bytes(path, buf.getvalue())
+    if suffix == ".csv":
+        names = list(columns)
+        data = np.column_stack([np.asarray(columns[k], dtype=np.float64) for k in names])
+        buf = io.StringIO()
+        np.savetxt(buf, data, delimiter=",", header=",".join(names), comments="", fmt="%.17g")
+        return atomic_write_text(path, buf.getvalue())
+    raise FlowlabInputError(f"cannot write {path}: the extension must be .npz or .csv")
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Load an .npz written by flowlab (never unpickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

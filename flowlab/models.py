@@ -1,0 +1,109 @@
+"""Models as data: named parameters and a symbolic logit f(theta; x) (MODELS.md sections 2-3).
+
+A :class:`Model` is everything the pipeline needs to know about a model; the derivation,
+the numerics and the analyses take any model, so a new one plugs in without new code paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import sympy as sp
+
+from ._checks import FlowlabInputError
+
+#: The current token x_n in {0, 1}.
+TOKEN = sp.Symbol("x", real=True)
+#: The name of the bias parameter when the bias is free.
+BIAS = "b"
+
+BIAS_MODES = ("profiled", "free")
+
+
+def param_symbol(name: str) -> sp.Symbol:
+    """The SymPy symbol of a named parameter (parameters are real)."""
+    return sp.Symbol(name, real=True)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A logit model over named parameters.
+
+    ``logit`` is f(theta; x) without the bias. With ``bias="profiled"`` the bias is replaced
+    by its minimiser b*(theta); with ``bias="free"`` the parameter ``b`` is appended to
+    ``params`` and added to the logit. ``invariants`` are candidate conserved quantities of
+    the profiled flow (name -> expression in the parameters); the derivation proves or
+    refutes each of them.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    logit: sp.Expr
+    bias: str = "profiled"
+    invariants: tuple[tuple[str, sp.Expr], ...] = field(default=())
+    description: str = ""
+
+    def __post_init__(self):
+        if self.bias not in BIAS_MODES:
+            raise FlowlabInputError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
+        if len(set(self.params)) != len(self.params) or not self.params:
+            raise FlowlabInputError(f"parameter names must be distinct and non-empty: {self.params}")
+        if TOKEN.name in self.params:
+            raise FlowlabInputError(f"{TOKEN.name!r} is the token and cannot be a parameter name")
+        if (BIAS in self.params) != (self.bias == "free"):
+            raise FlowlabInputError(
+                f"the parameter {BIAS!r} is the bias: it appears exactly when bias='free'"
+            )
+        allowed = set(self.symbols) | {TOKEN}
+        stray = self.full_logit.free_symbols - allowed
+        if stray:
+            raise FlowlabInputError(
+                f"logit of {self.name!r} uses unknown symbols {sorted(map(str, stray))}; "
+                f"allowed: parameters {list(self.params)} and the token {TOKEN.name!r}"
+            )
+
+    @property
+    def symbols(self) -> tuple[sp.Symbol, ...]:
+        return tuple(param_symbol(n) for n in self.params)
+
+    @property
+    def full_logit(self) -> sp.Expr:
+        """f(theta; x) including the bias when it is free."""
+        return self.logit + (param_symbol(BIAS) if self.bias == "free" else 0)
+
+    def with_free_bias(self, name: str | None = None) -> Model:
+        """The same model with the bias b as a free coordinate of the flow."""
+        if self.bias == "free":
+            return self
+        return replace(self, name=name or self.name + "b", params=self.params + (BIAS,), bias="free")
+
+
+def _ew() -> Model:
+    e, w = param_symbol("e"), param_symbol("w")
+    return Model(
+        name="ew",
+        params=("e", "w"),
+        logit=e**2 * (1 + 2 * w * sp.Abs(w)) * TOKEN - e**2 / 2,
+        invariants=(("E", e**2 - w**2 - sp.sign(w) * sp.log(sp.Abs(w))),),
+        description="canonical model of the Local-to-Global paper (embedding e, FFN w), bias profiled",
+    )
+
+
+def _presets() -> dict[str, Model]:
+    ew = _ew()
+    ewb = ew.with_free_bias("ewb")
+    ewb = replace(ewb, description="model ew with the bias b free (what SGD trains)")
+    return {m.name: m for m in (ew, ewb)}
+
+
+PRESETS: dict[str, Model] = _presets()
+
+
+def get_model(name: str) -> Model:
+    """The preset model called ``name``."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FlowlabInputError(
+            f"unknown model {name!r}; available: {', '.join(sorted(PRESETS))}"
+        ) from None

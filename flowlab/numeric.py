@@ -1,0 +1,157 @@
+"""NumericModel: a Derivation compiled once into vectorised, log-domain NumPy functions.
+
+There is one ``lambdify(cse=True)`` call site (:func:`_compile`). The switching probabilities
+p and q are arguments of the compiled functions, so a model is compiled once per process
+and bound to any chain cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from ._checks import FlowlabInputError, finite_array
+from .derive import GAP, P, Q, derive
+from .markov import MarkovChain
+from .models import Model
+from .special import NUMPY_IMPLEMENTATIONS
+
+
+def _compile(args, exprs) -> Callable:
+    """The single lambdify call site: a flat list of expressions -> a NumPy function."""
+    import sympy as sp
+
+    return sp.lambdify(args, list(exprs), modules=[NUMPY_IMPLEMENTATIONS, "numpy"], cse=True)
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """Compiled functions of (theta columns..., p, q) returning flat lists."""
+
+    model: Model
+    loss: Callable
+    gradient: Callable
+    hessian: Callable
+    gap: Callable
+    invariants: Callable
+    invariant_names: tuple[str, ...]
+    ell: Callable  # ell(D, p, q), ell'(D, p, q): the 1-D profiled loss
+
+
+@lru_cache(maxsize=None)
+def compile_model(model: Model) -> CompiledModel:
+    """Derive and compile ``model`` (cached: once per model per process)."""
+    d = derive(model)
+    args = list(d.params) + [P, Q]
+    n = len(d.params)
+    from .derive import ELL, ELL_PRIME
+
+    return CompiledModel(
+        model=model,
+        loss=_compile(args, [d.loss]),
+        gradient=_compile(args, d.gradient),
+        hessian=_compile(args, [d.hessian[i][j] for i in range(n) for j in range(n)]),
+        gap=_compile(args, [d.gap]),
+        invariants=_compile(args, [inv.expr for inv in d.invariants]),
+        invariant_names=tuple(inv.name for inv in d.invariants),
+        ell=_compile([GAP, P, Q], [ELL, ELL_PRIME]),
+    )
+
+
+def _stack(values, shape) -> np.ndarray:
+    """Broadcast a flat list of outputs (constants included) to ``shape + (len,)``."""
+    return np.stack([np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for v in values], -1)
+
+
+class NumericModel:
+    """A compiled model bound to a chain; every method is vectorised over leading axes.
+
+    ``theta`` has shape (..., n_params) in the model's parameter order.
+
+    >>> from flowlab import MarkovChain, get_model
+    >>> nm = NumericModel(get_model("ew"), MarkovChain(0.5, 0.8))
+    >>> float(nm.loss([0.0, 1.0])) == MarkovChain(0.5, 0.8).unigram_loss
+    True
+    """
+
+    def __init__(self, model: Model, chain: MarkovChain):
+        self.model = model
+        self.chain = chain
+        self.params = model.params
+        self.compiled = compile_model(model)
+
+    @property
+    def invariant_names(self) -> tuple[str, ...]:
+        return self.compiled.invariant_names
+
+    def _call(self, fn, theta):
+        theta = finite_array(theta, "theta", last_dim=len(self.params))
+        cols = np.moveaxis(theta, -1, 0)
+        return fn(*cols, self.chain.p, self.chain.q), theta.shape[:-1]
+
+    def loss(self, theta) -> np.ndarray:
+        out, shape = self._call(self.compiled.loss, theta)
+        return _stack(out, shape)[..., 0]
+
+    def gradient(self, theta) -> np.ndarray:
+        out, shape = self._call(self.compiled.gradient, theta)
+        return _stack(out, shape)
+
+    def hessian(self, theta) -> np.ndarray:
+        out, shape = self._call(self.compiled.hessian, theta)
+        n = len(self.params)
+        return _stack(out, shape).reshape(shape + (n, n))
+
+    def gap(self, theta) -> np.ndarray:
+        out, shape = self._call(self.compiled.gap, theta)
+        return _stack(out, shape)[..., 0]
+
+    def invariants(self, theta) -> dict[str, np.ndarray]:
+        """Invariant values; NaN where an invariant is undefined (E of ``ew`` at w = 0)."""
+        if not self.invariant_names:
+            return {}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out, shape = self._call(self.compiled.invariants, theta)
+        values = _stack(out, shape)
+        return {name: values[..., i] for i, name in enumerate(self.invariant_names)}
+
+    def profiled_loss(self, D) -> tuple[np.ndarray, np.ndarray]:
+        """ell(D) and ell'(D) for an array of gaps."""
+        D = finite_array(D, "D")
+        ell, ell_prime = self.compiled.ell(D, self.chain.p, self.chain.q)
+        return _stack([ell], D.shape)[..., 0], _stack([ell_prime], D.shape)[..., 0]
+
+    def evaluate(self, theta) -> dict:
+        """Everything at one point, JSON-ready (the ``flowlab eval`` payload)."""
+        theta = finite_array(theta, "theta")
+        if theta.shape != (len(self.params),):
+            raise FlowlabInputError(
+                f"a point of model {self.model.name!r} has {len(self.params)} coordinates "
+                f"{list(self.params)}, got shape {theta.shape}"
+            )
+        grad = self.gradient(theta)
+        out = {
+            "model": self.model.name,
+            "chain": self.chain.as_dict(),
+            "params": list(self.params),
+            "at": dict(zip(self.params, theta.tolist())),
+            "loss": float(self.loss(theta)),
+            "gradient": dict(zip(self.params, grad.tolist())),
+            "gradient_norm": float(np.linalg.norm(grad)),
+            "hessian": self.hessian(theta).tolist(),
+            "gap": float(self.gap(theta)),
+            "optimal_gap": self.chain.optimal_gap,
+        }
+        inv = self.invariants(theta)
+        if "E" in inv:
+            out["energy"] = _json_float(inv["E"])
+        out["invariants"] = {k: _json_float(v) for k, v in inv.items()}
+        return out
+
+
+def _json_float(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
