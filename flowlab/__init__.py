@@ -17,7 +17,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "FlowlabInputError": "._checks",
+    "FlowlabInputError": ".errors",
     "MarkovChain": ".markov",
     "binary_entropy": ".markov",
     "Model": ".models",
@@ -34,7 +34,7 @@ _EXPORTS = {
     "run_demo": ".demo",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604
 
 
 def __getattr__(name):

@@ -7,9 +7,7 @@ import numbers
 
 import numpy as np
 
-
-class FlowlabInputError(ValueError):
-    """Invalid user input; the message says what is wrong and what is allowed."""
+from .errors import FlowlabInputError
 
 
 def real_number(value, name: str) -> float:

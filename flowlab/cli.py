@@ -11,7 +11,7 @@ import math
 import sys
 
 from . import __version__
-from ._checks import FlowlabInputError
+from .errors import FlowlabInputError
 
 #: Preset model names (kept equal to flowlab.models.PRESETS by a test; no SymPy import here).
 MODEL_NAMES = ("ew", "ewb")

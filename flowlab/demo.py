@@ -43,7 +43,7 @@ def compile_pdf(tex: str, out_pdf: Path) -> bool:
         (Path(tmp) / "doc.tex").write_text(tex)
         proc = subprocess.run(
             [exe, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-            cwd=tmp, capture_output=True, text=True, timeout=120,
+            cwd=tmp, capture_output=True, text=True, timeout=120, check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"pdflatex failed:\n{proc.stdout[-2000:]}")

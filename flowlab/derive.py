@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 
 import sympy as sp
 
@@ -253,7 +253,7 @@ def bias_derivative_at(z0):
     return sum(pi * (sigmoid(z) - t) for pi, t, z in zip((PI0, PI1), TARGETS, (z0, z0 + GAP)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def gap_identities() -> tuple[Identity, ...]:
     """The model-independent facts about the profiled loss ell(D), each proved by SymPy."""
     ids = []
@@ -341,7 +341,7 @@ def gap_identities() -> tuple[Identity, ...]:
     return tuple(ids)
 
 
-@lru_cache(maxsize=None)
+@cache
 def derive(model: Model) -> Derivation:
     """The (cached) derivation of ``model``."""
     return Derivation(model)

@@ -183,6 +183,8 @@ def gradient_flow(
         reached, reason = classify_endpoint(nm, final, loss_tol=loss_tol, hess_tol=hess_tol)
     else:
         reached, reason = "undetermined", "not converged"
+    if chain.degenerate:
+        reason += "; p + q = 1: unigram and bigram coincide (D* = 0), the verdict is vacuous"
     return FlowResult(
         model=model.name,
         params=model.params,

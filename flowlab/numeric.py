@@ -7,9 +7,9 @@ and bound to any chain cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class CompiledModel:
     ell: Callable  # ell(D, p, q), ell'(D, p, q): the 1-D profiled loss
 
 
-@lru_cache(maxsize=None)
+@cache
 def compile_model(model: Model) -> CompiledModel:
     """Derive and compile ``model`` (cached: once per model per process)."""
     d = derive(model)

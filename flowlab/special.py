@@ -13,7 +13,7 @@ import sympy as sp
 from scipy.special import expit
 
 
-class softplus(sp.Function):  # noqa: N801 - SymPy function classes are lower case
+class softplus(sp.Function):
     r"""softplus(z) = log(1 + e^z) = -log(1 - sigma(z))."""
 
     nargs = 1
@@ -30,7 +30,7 @@ class softplus(sp.Function):  # noqa: N801 - SymPy function classes are lower ca
         return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
-class sigmoid(sp.Function):  # noqa: N801
+class sigmoid(sp.Function):
     r"""sigma(z) = 1 / (1 + e^{-z})."""
 
     nargs = 1
@@ -64,7 +64,7 @@ def bias_quadratic(D, p, q):
     return pi0 * sp.exp(D), pi0 - pi1, -pi1
 
 
-class profiled_logit0(sp.Function):  # noqa: N801
+class profiled_logit0(sp.Function):
     r"""zeta0(D; p, q): the logit of token 0 with the bias at its optimum, f(theta;0) + b*.
 
     It is log u for the positive root u of pi0 e^D u^2 + (pi0 - pi1) u - pi1 = 0, written

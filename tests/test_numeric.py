@@ -51,7 +51,7 @@ def test_profiled_loss_equals_numerical_minimum_over_the_bias(p, q):
     for e, w in rng.uniform(-1.5, 1.5, size=(6, 2)):
         D = e * e * (1 + 2 * w * abs(w))
         f0 = -e * e / 2
-        best = minimize_scalar(lambda b: _free_loss(p, q, f0 + b, f0 + D + b), bracket=(-5, 5), tol=1e-12)
+        best = minimize_scalar(lambda b, f0=f0, D=D: _free_loss(p, q, f0 + b, f0 + D + b), bracket=(-5, 5), tol=1e-12)
         assert float(nm.loss([e, w])) == pytest.approx(best.fun, rel=1e-10)
 
 
@@ -59,7 +59,7 @@ def test_ewb_at_the_optimal_bias_equals_ew():
     chain = MarkovChain(0.5, 0.8)
     ew, ewb = NumericModel(get_model("ew"), chain), NumericModel(get_model("ewb"), chain)
     for e, w in [(0.3, -1.2), (1.0, 0.5), (0.7, -0.2)]:
-        best = minimize_scalar(lambda b: float(ewb.loss([e, w, b])), bracket=(-3, 3), tol=1e-12)
+        best = minimize_scalar(lambda b, e=e, w=w: float(ewb.loss([e, w, b])), bracket=(-3, 3), tol=1e-12)
         assert best.fun == pytest.approx(float(ew.loss([e, w])), rel=1e-10)
 
 

@@ -1,0 +1,46 @@
+"""The main job (README's first command) in-process, and the README/CI promises."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from conftest import ref_basin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_writes_a_consistent_report(tmp_path):
+    from flowlab import run_demo
+
+    summary = run_demo(tmp_path / "out", quiet=True)
+    out = tmp_path / "out"
+    for name in summary["files"]:
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "summary.json").read_text())["files"] == summary["files"]
+    report = (out / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", report):
+        assert (out / link).exists(), link
+    for flow in summary["flows"]:
+        c = flow["chain"]
+        if flow["model"] == "ew":
+            e, w = flow["initial"]["e"], flow["initial"]["w"]
+            assert flow["reached"] == ref_basin(c["p"], c["q"], e, w), flow
+            assert flow["energy_drift"] < 1e-6
+        with np.load(out / flow["trajectory"], allow_pickle=False) as data:
+            assert data["loss"][-1] == flow["loss"]
+    assert all(all(v.values()) for v in summary["derivations"].values())
+    png = (out / "loss_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_readme_commands_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = re.search(r"<!-- test-command -->\s*```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1).strip()
+    main_cmd = re.search(r"<!-- main-command -->\s*```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1).strip()
+    assert "flowlab demo" in main_cmd
+    assert "pytest" in test_cmd
+    # CI runs exactly the README's test command (after installing pdflatex)
+    assert test_cmd in ci
