@@ -66,6 +66,15 @@ def _float(text: str) -> float:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the uninformative None/False of required options and flags."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_model(parser, *, chain_required: bool) -> None:
     parser.add_argument("--model", default="ew", help=f"preset model: {', '.join(MODEL_NAMES)} (default: %(default)s)")
     parser.add_argument("--p", type=_float, required=chain_required, default=None,
@@ -173,7 +182,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="flowlab",
         description="Gradient-flow analysis of the canonical transformer models of next-token "

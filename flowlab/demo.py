@@ -118,7 +118,8 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
         first = True
         for rp, rq, name, label, res in results:
             if (rp, rq) == (p, q) and name == "ew":
-                loss_curve(res, ax, label=f"{label}: {res.reached}", references=first)
+                loss_curve(res, ax, label=f"{label}: {res.reached}", references=first,
+                           linestyle="-" if first else "-.")
                 first = False
         ax.set_title(rf"model ew, $p={p:g}$, $q={q:g}$ ($p+q {'<' if p + q < 1 else '>'} 1$)")
     files += _save_figure(fig, out / "loss_curves")

@@ -112,7 +112,9 @@ def classify_endpoint(nm: NumericModel, theta: np.ndarray, *, loss_tol: float, h
         return ("global", f"loss - H = {loss - chain.entropy_rate:.3g} <= {loss_tol:g}")
     lam_min = float(np.linalg.eigvalsh(nm.hessian(theta)).min())
     if lam_min >= -hess_tol:
-        return ("local", f"loss - H = {loss - chain.entropy_rate:.3g} and the Hessian is PSD")
+        unigram = abs(loss - chain.unigram_loss) <= loss_tol
+        where = "the unigram set (loss = h(pi1))" if unigram else "a non-global critical point"
+        return ("local", f"{where}: loss - H = {loss - chain.entropy_rate:.3g}, Hessian PSD")
     return ("undetermined", f"converged to a saddle-type point (Hessian eigenvalue {lam_min:.3g})")
 
 

@@ -16,12 +16,13 @@ def _axes(ax):
     return ax
 
 
-def loss_curve(result, ax=None, *, label: str | None = None, references: bool = True):
+def loss_curve(result, ax=None, *, label: str | None = None, references: bool = True, linestyle: str = "-"):
     """Loss along a flow (log time axis) with the unigram and bigram losses as references."""
     ax = _axes(ax)
     t = np.asarray(result.t, dtype=np.float64)
     color = COLORS[result.reached]
-    ax.plot(t, result.loss, color=color, label=label or f"{result.model}, reached {result.reached}")
+    ax.plot(t, result.loss, color=color, ls=linestyle, lw=1.8,
+            label=label or f"{result.model}, reached {result.reached}")
     if references:
         chain = result.chain
         ax.axhline(chain.unigram_loss, ls="--", lw=1, color=COLORS["local"],
