@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 
 from ._checks import FlowlabInputError, finite_array
-from .derive import GAP, P, Q, derive
+from .derive import ELL, ELL_PRIME, GAP, P, Q, derive
 from .markov import MarkovChain
 from .models import Model
 from .special import NUMPY_IMPLEMENTATIONS
@@ -47,8 +47,6 @@ def compile_model(model: Model) -> CompiledModel:
     d = derive(model)
     args = list(d.params) + [P, Q]
     n = len(d.params)
-    from .derive import ELL, ELL_PRIME
-
     return CompiledModel(
         model=model,
         loss=_compile(args, [d.loss]),

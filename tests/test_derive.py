@@ -1,11 +1,9 @@
 """The symbolic layer: every identity proved, and the proofs can fail."""
 
-import math
 import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sympy as sp
 
@@ -131,5 +129,3 @@ def test_model_validation():
         Model("bad", ("e", "b"), e * TOKEN)
     with pytest.raises(FlowlabInputError, match="unknown model"):
         get_model("nope")
-    assert math.isclose(1.0, 1.0)
-    assert np.isfinite(1.0)
