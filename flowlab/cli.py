@@ -13,8 +13,10 @@ import sys
 from . import __version__
 from .errors import FlowlabInputError
 
-#: Preset model names (kept equal to flowlab.models.PRESETS by a test; no SymPy import here).
+#: Preset model names and solver methods, kept equal to flowlab.models.PRESETS and
+#: flowlab.flow.METHODS by a test (importing those modules here would slow down --help).
 MODEL_NAMES = ("ew", "ewb")
+METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
 
 EXIT_INPUT = 2
 
@@ -213,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", required=True, help="initial point, e.g. e=0.1,w=0.1")
     p.add_argument("--t-max", type=_float, default=1e4, help="integration time limit")
     p.add_argument("--grad-tol", type=_float, default=1e-8, help="stop when |grad L| falls below this")
-    p.add_argument("--method", default="DOP853", choices=("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA"))
+    p.add_argument("--method", default="DOP853", choices=METHODS)
     p.add_argument("--rtol", type=_float, default=1e-10, help="solver relative tolerance")
     p.add_argument("--atol", type=_float, default=1e-12, help="solver absolute tolerance")
     p.add_argument("--trajectory", metavar="FILE", help="also write the trajectory (.npz or .csv)")

@@ -20,7 +20,6 @@ from .numeric import NumericModel
 
 #: solve_ivp methods accepted by :func:`gradient_flow` (SciPy's registry).
 METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
-REACHED = ("global", "local", "undetermined")
 
 
 @dataclass(frozen=True)

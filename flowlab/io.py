@@ -40,10 +40,6 @@ def to_json(obj) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
-def write_json(path, obj) -> Path:
-    return atomic_write_text(path, to_json(obj))
-
-
 def write_table(path, columns: dict[str, np.ndarray]) -> Path:
     """Write named 1-D columns as .npz or .csv, chosen by the file extension."""
     path = Path(path)
@@ -60,8 +56,3 @@ def write_table(path, columns: dict[str, np.ndarray]) -> Path:
         return atomic_write_text(path, buf.getvalue())
     raise FlowlabInputError(f"cannot write {path}: the extension must be .npz or .csv")
 
-
-def read_npz(path) -> dict[str, np.ndarray]:
-    """Load an .npz written by flowlab (never unpickles)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}

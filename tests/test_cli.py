@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ref_energy, ref_entropy_rate, ref_unigram_loss
 from flowlab import PRESETS
-from flowlab.cli import MODEL_NAMES, parse_point
+from flowlab.cli import METHODS, MODEL_NAMES, parse_point
 
 
 def run(*args, check_rc=0):
@@ -40,8 +40,11 @@ def test_subcommand_help_shows_defaults(sub):
         assert "(default:" in out
 
 
-def test_model_names_match_presets():
+def test_cli_constants_match_the_library():
+    from flowlab.flow import METHODS as FLOW_METHODS
+
     assert set(MODEL_NAMES) == set(PRESETS)
+    assert METHODS == FLOW_METHODS
 
 
 def test_eval_json():
