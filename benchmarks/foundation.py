@@ -44,7 +44,7 @@ def main(argv=None):
     import sympy  # noqa: F401
 
     import flowlab
-    from flowlab.derive import Derivation, gap_identities
+    from flowlab.derivation import Derivation, gap_identities
     from flowlab.numeric import compile_model
 
     out["import_sympy_flowlab_s"] = time.perf_counter() - t

@@ -57,6 +57,37 @@ def point_vector(model, point: dict[str, float]):
     return [point[n] for n in model.params]
 
 
+def parse_box(items) -> dict[str, tuple[float, float]]:
+    """``["e:-3:3", "w:-2:2"]`` -> {"e": (-3.0, 3.0), "w": (-2.0, 2.0)}, without evaluating anything."""
+    box = {}
+    for item in items or ():
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[0].strip():
+            raise FlowlabInputError(f"malformed box {item!r}: expected name:lo:hi, e.g. e:-3:3")
+        name = parts[0].strip()
+        try:
+            lo, hi = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise FlowlabInputError(f"box {item!r}: lo and hi must be numbers") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+            raise FlowlabInputError(f"box {item!r}: need finite lo < hi")
+        if name in box:
+            raise FlowlabInputError(f"box of {name!r} given twice")
+        box[name] = (lo, hi)
+    return box
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _float(text: str) -> float:
     """argparse type: a finite float (NaN and inf are refused with a clear message)."""
     try:
@@ -75,6 +106,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False):
             return action.help
         return super()._get_help_string(action)
+
+
+class _RawEpilogFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the examples in the epilog kept on their own lines."""
 
 
 def _add_model(parser, *, chain_required: bool) -> None:
@@ -104,7 +139,7 @@ def _chain(args):
 
 
 def cmd_derive(args) -> int:
-    from .derive import derive
+    from .derivation import derive
     from .io import to_json
     from .latex import to_json_dict, to_latex, to_markdown
     from .models import get_model
@@ -176,6 +211,32 @@ def cmd_flow(args) -> int:
     return 0 if result.status != "failed" else 1
 
 
+def cmd_critical(args) -> int:
+    from .critical import critical_sets, format_text, regions_table, result_latex, table_latex, table_text
+    from .io import to_json
+    from .models import get_model
+
+    model = get_model(args.model)
+    box = parse_box(args.box)
+    options = dict(method=args.method, starts=args.starts, seed=args.seed, samples=args.samples)
+    if args.regions:
+        if args.p is not None or args.q is not None:
+            raise FlowlabInputError("--regions uses one chain per region of p + q; do not give --p/--q")
+        table = regions_table(model, box, **options)
+        text = to_json(table) if args.json else table_latex(table) if args.latex else table_text(table)
+        _write(text, args.out)
+        return 0 if all(table["complete"].values()) or args.method != "auto" else 1
+    if args.p is None or args.q is None:
+        raise FlowlabInputError("give --p and --q (or --regions for the table over p + q)")
+    result = critical_sets(model, _chain(args), box, **options)
+    text = to_json(result.as_dict()) if args.json else result_latex(result) if args.latex else format_text(result)
+    _write(text, args.out)
+    if result.agreement is not None and not result.agreement["agree"]:
+        print("flowlab critical: the symbolic and numeric paths disagree (see 'agreement')", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -223,6 +284,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integrate even when p + q = 1 (every critical point is then global)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_flow)
+
+    p = sub.add_parser("critical", formatter_class=fmt, help="critical points and sets, classified",
+                       description="Find the critical sets of the loss in a box and classify them (global minimum, "
+                       "local minimum/maximum, saddle, degenerate). Profiled models are solved symbolically "
+                       "({D = D*} and {grad D = 0}) and cross-checked by a numeric multi-start; 'complete' is true "
+                       "only when both agree. Exit code 1 when they disagree.",
+                       epilog="examples:\n  flowlab critical --p 0.1 --q 0.1\n"
+                       "  flowlab critical --model ewb --p 0.5 --q 0.8 --box b:-1:1 --json\n"
+                       "  flowlab critical --regions --latex",
+                       )
+    p.formatter_class = _RawEpilogFormatter
+    _add_model(p, chain_required=False)
+    p.add_argument("--box", action="append", metavar="NAME:LO:HI",
+                   help="search box of one parameter (repeatable); others default to -3:3")
+    p.add_argument("--regions", action="store_true",
+                   help="the classification table for p+q<1, p+q=1 and p+q>1 instead of one chain")
+    p.add_argument("--method", choices=("auto", "symbolic", "numeric"), default="auto",
+                   help="auto: symbolic with a numeric cross-check when possible")
+    p.add_argument("--starts", type=_positive_int, default=1024, help="numeric multi-start points (Sobol)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scrambled Sobol starts")
+    p.add_argument("--samples", type=_positive_int, default=64, help="sample points reported per set")
+    fmt_group = p.add_mutually_exclusive_group()
+    fmt_group.add_argument("--json", action="store_true", help="print a JSON object")
+    fmt_group.add_argument("--latex", action="store_true", help="print a LaTeX tabular")
+    p.add_argument("--out", help="write to this file (atomically) instead of stdout")
+    p.set_defaults(func=cmd_critical)
 
     p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
                        description="Derivations (Markdown, LaTeX, PDF when pdflatex is present), flows at "

@@ -3,7 +3,8 @@
 Writes to a folder: the derivations of ``ew`` and ``ewb`` (Markdown, LaTeX, and PDF when
 ``pdflatex`` is installed), gradient flows on the paper's chains from a small Gaussian
 initialisation and from the guideline region, their trajectories (NPZ), a loss-curve
-figure (PNG, PDF), ``summary.json`` and ``report.md`` that shows it all.
+figure (PNG, PDF), the classified critical sets (the table over p + q and the sets at
+p = 0.5, q = 0.8, JSON and LaTeX), ``summary.json`` and ``report.md`` that shows it all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .io import atomic_write_bytes, atomic_write_text, to_json, write_table
 
 #: The paper's chains: Figure 1 (p = q = 0.1, p = q = 0.9) and Figure 4 (p = 0.5, q = 0.8).
 CHAINS = ((0.1, 0.1), (0.9, 0.9), (0.5, 0.8))
+FIGURE4_CHAIN = (0.5, 0.8)
 #: Initialisations: a small Gaussian draw (seeded) and a point of the guideline region
 #: (w < -1/sqrt(2) with e of order one, in the basin I* of the global minimum when p + q > 1).
 SMALL_SIGMA = 0.02
@@ -70,7 +72,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .derive import derive
+    from .derivation import derive
     from .flow import gradient_flow
     from .latex import to_latex, to_markdown
     from .markov import MarkovChain
@@ -92,6 +94,20 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
         if compile_pdf(tex, out / f"derivation_{name}.pdf"):
             files.append(f"derivation_{name}.pdf")
         summary["derivations"][name] = {i.name: i.verified for i in d.identities}
+
+    from .critical import critical_sets, regions_table, result_latex, table_latex
+
+    summary["critical"] = {}
+    for name in _progress(("ew", "ewb"), quiet, "critical sets"):
+        table = regions_table(get_model(name))
+        atomic_write_text(out / f"critical_regions_{name}.json", to_json(table))
+        atomic_write_text(out / f"critical_regions_{name}.tex", table_latex(table))
+        crit = critical_sets(get_model(name), MarkovChain(*FIGURE4_CHAIN))
+        tag = f"critical_{name}_p{FIGURE4_CHAIN[0]:g}_q{FIGURE4_CHAIN[1]:g}"
+        atomic_write_text(out / f"{tag}.json", to_json(crit.as_dict()))
+        atomic_write_text(out / f"{tag}.tex", result_latex(crit))
+        files += [f"critical_regions_{name}.json", f"critical_regions_{name}.tex", f"{tag}.json", f"{tag}.tex"]
+        summary["critical"][name] = {"table": table, "at": crit.as_dict(), "file": f"{tag}.json"}
 
     rng = np.random.default_rng(SEED)
     small = {"e": float(rng.normal(0, SMALL_SIGMA)), "w": float(rng.normal(0, SMALL_SIGMA))}
@@ -152,8 +168,36 @@ def _report(summary: dict) -> str:
             + (f", [PDF](derivation_{name}.pdf)" if f"derivation_{name}.pdf" in summary["files"] else "")
             + f" — {ok}/{len(ids)} identities proved by SymPy"
         )
+    lines += ["", "## Critical sets", ""]
+    for name, crit in summary["critical"].items():
+        table, at = crit["table"], crit["at"]
+        regions = list(table["regions"])
+        chains = ", ".join(f"{r}: p = {v['p']}, q = {v['q']}" for r, v in table["regions"].items())
+        lines += [
+            f"Model `{name}`, by region of p + q ({chains}; complete in every region: "
+            f"{all(table['complete'].values())}; [JSON](critical_regions_{name}.json), "
+            f"[LaTeX](critical_regions_{name}.tex)):",
+            "",
+            "| set | " + " | ".join(regions) + " |",
+            "|---|" + "---|" * len(regions),
+        ]
+        for row in table["rows"]:
+            cells = [
+                (row[r]["kind"] + (f" ({row[r]['location']})" if row[r].get("location") else "")) if r in row else "-"
+                for r in regions
+            ]
+            lines.append(f"| `{row['set']}` | " + " | ".join(cells) + " |")
+        c = at["chain"]
+        lines += [
+            "",
+            f"At p = {c['p']:g}, q = {c['q']:g} (complete: {at['complete']}; [JSON]({crit['file']})):",
+            "",
+            "| kind | dim | loss | set |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {s['kind']} | {s['dimension']} | {s['loss']:.6f} | `{s['text']}` |" for s in at["sets"]]
+        lines.append("")
     lines += [
-        "",
         "## Gradient flows",
         "",
         f"Initialisations: a small Gaussian draw (sigma = {SMALL_SIGMA}, seed {SEED}) and the guideline "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .derive import (
+from .derivation import (
     ELL,
     ELL_PRIME,
     ENTROPY_RATE,

@@ -77,6 +77,14 @@ class Model:
             return self
         return replace(self, name=name or self.name + "b", params=self.params + (BIAS,), bias="free")
 
+    def with_profiled_bias(self, name: str | None = None) -> Model:
+        """The same logit with the bias replaced by its minimiser b*(theta)."""
+        if self.bias == "profiled":
+            return self
+        default = self.name[:-1] if self.name.endswith(BIAS) and len(self.name) > 1 else self.name + "_profiled"
+        params = tuple(n for n in self.params if n != BIAS)
+        return replace(self, name=name or default, params=params, bias="profiled")
+
 
 def _ew() -> Model:
     e, w = param_symbol("e"), param_symbol("w")

@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 
 from ._checks import FlowlabInputError, finite_array
-from .derive import ELL, ELL_PRIME, GAP, P, Q, derive
+from .derivation import ELL, ELL_PRIME, GAP, P, Q, derive
 from .markov import MarkovChain
 from .models import Model
 from .special import NUMPY_IMPLEMENTATIONS
@@ -39,6 +39,7 @@ class CompiledModel:
     invariants: Callable
     invariant_names: tuple[str, ...]
     ell: Callable  # ell(D, p, q), ell'(D, p, q): the 1-D profiled loss
+    optimal_bias: Callable | None  # b*(theta) for a profiled model
 
 
 @cache
@@ -56,6 +57,7 @@ def compile_model(model: Model) -> CompiledModel:
         invariants=_compile(args, [inv.expr for inv in d.invariants]),
         invariant_names=tuple(inv.name for inv in d.invariants),
         ell=_compile([GAP, P, Q], [ELL, ELL_PRIME]),
+        optimal_bias=_compile(args, [d.optimal_bias]) if d.profiled else None,
     )
 
 
@@ -121,6 +123,13 @@ class NumericModel:
         D = finite_array(D, "D")
         ell, ell_prime = self.compiled.ell(D, self.chain.p, self.chain.q)
         return _stack([ell], D.shape)[..., 0], _stack([ell_prime], D.shape)[..., 0]
+
+    def optimal_bias(self, theta) -> np.ndarray:
+        """b*(theta), the minimiser of the loss over the bias (profiled models only)."""
+        if self.compiled.optimal_bias is None:
+            raise FlowlabInputError(f"model {self.model.name!r} has a free bias; b* is defined for profiled models")
+        out, shape = self._call(self.compiled.optimal_bias, theta)
+        return _stack(out, shape)[..., 0]
 
     def evaluate(self, theta) -> dict:
         """Everything at one point, JSON-ready (the ``flowlab eval`` payload)."""

@@ -8,7 +8,7 @@ import pytest
 import sympy as sp
 
 from flowlab import derive, get_model
-from flowlab.derive import ELL_PRIME, GAP, OPTIMAL_GAP, P, Q, vanishes
+from flowlab.derivation import ELL_PRIME, GAP, OPTIMAL_GAP, P, Q, vanishes
 from flowlab.latex import to_latex, to_markdown
 from flowlab.models import TOKEN, Model, param_symbol
 from flowlab.special import closed_forms, profiled_logit0

@@ -170,6 +170,13 @@ class Derivation:
         """dL/db = sum_x pi_x (sigma(z_x) - P(x->1))."""
         return sp.diff(self.loss_free, BIAS_SYMBOL)
 
+    @cached_property
+    def optimal_bias(self) -> sp.Expr | None:
+        """b*(theta) = zeta0(D(theta)) - f(theta; 0) for a profiled model (None when free)."""
+        if not self.profiled:
+            return None
+        return ZETA0.subs(GAP, self.gap) - self.logit0
+
     # ------------------------------------------------- the loss over the flow coordinates
     @cached_property
     def loss(self) -> sp.Expr:

@@ -1,0 +1,718 @@
+"""Critical sets of a model's loss in a box, classified (MODELS.md section 3).
+
+Two independent paths, which must agree:
+
+* **symbolic** (profiled models, and free-bias models through their profiled counterpart):
+  grad L = ell'(D) grad D with ell strictly convex and minimal at D*, so the critical set is
+  {D = D*} (global minima) union {grad D = 0} (:mod:`flowlab.critical_symbolic` solves it with
+  SymPy). On a component of {grad D = 0} with gap D0, the Hessian is ell'(D0) grad^2 D: the
+  normal curvature ell'(D0) c decides between local minima and maxima (Morse-Bott), the
+  component splits where c changes sign, and the split points are classified from higher
+  order, through the sign of ell'(D0) (D - D0) on small spheres.
+  With the bias free, L is strictly convex in b, so the critical points are (theta, b*(theta))
+  for theta critical in the profiled model and, the Hessian's Schur complement in b being the
+  profiled Hessian, the inertia gains one positive direction: profiled maxima become saddles.
+* **numeric** (any model): multi-start roots of grad L, continuation, normal Hessians and
+  higher-order tests (:mod:`flowlab.critical_numeric`).
+
+``complete`` is True only when the symbolic path solved every case and verified every solution
+(so no critical point is missing from its sets by construction) and the numeric path, run
+independently in the same box, found no critical point off those sets and the same kinds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ._checks import FlowlabInputError, real_number
+from .critical_numeric import ISOLATED_RADIUS
+from .markov import MarkovChain
+from .models import Model
+from .numeric import NumericModel
+
+KINDS = ("global_min", "local_min", "local_max", "saddle", "degenerate")
+METHODS = ("auto", "symbolic", "numeric")
+#: Default half-width of the box in every coordinate.
+DEFAULT_HALF_WIDTH = 3.0
+#: Tolerances: membership of a numeric point in a symbolic set; loss equal to H.
+MEMBER_TOL = 1e-5
+LOSS_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class CriticalSet:
+    """One critical set (or a piece of one) with a single kind, sampled inside the box."""
+
+    kind: str
+    dimension: int
+    loss: float
+    equation: str  # LaTeX
+    points: np.ndarray  # (k, n) samples in the model's parameter order
+    source: str  # 'symbolic' or 'numeric'
+    text: str = ""  # the equation in plain text
+    description: str = ""
+    location: str = ""  # for the global minima: the side of the split where they lie (text)
+    location_latex: str = ""
+    #: points -> bool array: does a point lie on this set (symbolic sets only).
+    member: Callable | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "dimension": self.dimension,
+            "loss": self.loss,
+            "equation": self.equation,
+            "text": self.text,
+            "description": self.description,
+            "location": self.location,
+            "location_latex": self.location_latex,
+            "source": self.source,
+            "points": self.points.tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class CriticalResult:
+    model: str
+    params: tuple[str, ...]
+    chain: MarkovChain
+    box: dict[str, tuple[float, float]]
+    degenerate: bool
+    complete: bool
+    sets: tuple[CriticalSet, ...]
+    method: str
+    message: str
+    agreement: dict | None
+    timings: dict[str, float]
+
+    def kinds(self) -> list[str]:
+        return [s.kind for s in self.sets]
+
+    def as_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "chain": self.chain.as_dict(),
+            "params": list(self.params),
+            "box": {k: list(v) for k, v in self.box.items()},
+            "degenerate": self.degenerate,
+            "complete": self.complete,
+            "method": self.method,
+            "message": self.message,
+            "entropy_rate": self.chain.entropy_rate,
+            "unigram_loss": self.chain.unigram_loss,
+            "sets": [s.as_dict() for s in self.sets],
+            "agreement": self.agreement,
+            "timings": self.timings,
+        }
+
+
+# ------------------------------------------------------------------------------ the box
+def make_box(model: Model, box=None) -> dict[str, tuple[float, float]]:
+    """A box {name: (lo, hi)} for every parameter; unspecified ones get (-3, 3)."""
+    box = dict(box or {})
+    unknown = [k for k in box if k not in model.params]
+    if unknown:
+        raise FlowlabInputError(
+            f"box names unknown parameters {unknown}; model {model.name!r} has {list(model.params)}"
+        )
+    out = {}
+    for name in model.params:
+        lo, hi = box.get(name, (-DEFAULT_HALF_WIDTH, DEFAULT_HALF_WIDTH))
+        lo, hi = real_number(lo, f"box lower bound of {name}"), real_number(hi, f"box upper bound of {name}")
+        if not lo < hi:
+            raise FlowlabInputError(f"box of {name} must have lo < hi, got {lo}:{hi}")
+        out[name] = (lo, hi)
+    return out
+
+
+def _bounds(box, params):
+    return np.array([box[n][0] for n in params]), np.array([box[n][1] for n in params])
+
+
+def _in_box(x, lo, hi):
+    pad = 1e-12 * (1 + np.abs(hi - lo))
+    return np.all((x >= lo - pad) & (x <= hi + pad), axis=-1)
+
+
+# ------------------------------------------------------------------------- symbolic sets
+def _level_points(nm: NumericModel, target: float, lo, hi, per_axis=161):
+    """Points of {D = target} in the box: sign changes along grid lines, refined by bisection."""
+    n = lo.size
+    axes = [np.linspace(lo[i], hi[i], per_axis) for i in range(n)]
+    pts = []
+    for i in range(n):
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+        g = np.moveaxis(grid, i, 0)  # lines along axis i: (per_axis, ..., n)
+        f = nm.gap(g) - target
+        a, b = g[:-1], g[1:]
+        fa, fb = f[:-1], f[1:]
+        hit = (np.sign(fa) * np.sign(fb) < 0) | (fa == 0)
+        a, b, fa = a[hit], b[hit], fa[hit]
+        for _ in range(60):
+            m = 0.5 * (a + b)
+            fm = nm.gap(m) - target
+            left = np.sign(fm) == np.sign(fa)
+            a = np.where(left[:, None], m, a)
+            fa = np.where(left, fm, fa)
+            b = np.where(left[:, None], b, m)
+        pts.append(0.5 * (a + b))
+    pts = np.concatenate(pts) if pts else np.zeros((0, n))
+    return np.unique(np.round(pts, 12), axis=0)
+
+
+def _thin(points, k):
+    """At most k points, evenly spread through the (lexicographically sorted) samples."""
+    if len(points) <= k:
+        return points
+    return points[np.linspace(0, len(points) - 1, k).round().astype(int)]
+
+
+def _kind_with_free_bias(kind: str) -> str:
+    """Inertia of the free-bias Hessian = profiled inertia + one positive (Schur complement)."""
+    return "saddle" if kind == "local_max" else kind
+
+
+class _SymbolicAssembly:
+    """Binds a CriticalStructure to a chain and a box; builds the classified sets."""
+
+    def __init__(self, model: Model, chain: MarkovChain, box, samples: int):
+        import sympy as sp
+
+        from .critical_symbolic import critical_structure
+        from .latex import tex
+
+        self.sp, self.tex = sp, tex
+        self.model = model
+        self.free_bias = model.bias == "free"
+        self.prof = model.with_profiled_bias() if self.free_bias else model
+        self.structure = critical_structure(self.prof)
+        self.chain = chain
+        self.nm = NumericModel(self.prof, chain)
+        self.params = self.prof.params
+        self.lo, self.hi = _bounds(box, self.params)
+        self.full_lo, self.full_hi = _bounds(box, model.params)
+        self.samples = samples
+        self.dstar = chain.optimal_gap
+        self.sides: list = []
+
+    # lifting profiled points to the model's coordinates
+    def lift(self, pts):
+        if not self.free_bias:
+            return pts
+        b = self.nm.optimal_bias(pts) if len(pts) else np.zeros(0)
+        return np.concatenate([pts, b[:, None]], axis=-1)
+
+    def member_fn(self, inner):
+        """Membership in model coordinates from membership in profiled coordinates."""
+        if not self.free_bias:
+            return inner
+
+        def member(x):
+            x = np.atleast_2d(x)
+            theta, b = x[:, :-1], x[:, -1]
+            return inner(theta) & (np.abs(b - self.nm.optimal_bias(theta)) <= MEMBER_TOL)
+
+        return member
+
+    def make_set(self, kind, dim, loss, equation, text, pts, description, member):
+        """A CriticalSet in the model's coordinates (lifted by b* when the bias is free)."""
+        pts = self.lift(pts)
+        keep = _in_box(pts, self.full_lo, self.full_hi) if len(pts) else np.zeros(0, bool)
+        pts = pts[keep]
+        if self.free_bias:
+            kind = _kind_with_free_bias(kind)
+            equation += r",\quad b = b^*(\theta)"
+            text += ", b = b*(theta)"
+        return CriticalSet(
+            kind=kind,
+            dimension=dim,
+            loss=float(loss),
+            equation=equation,
+            points=_thin(pts, self.samples),
+            source="symbolic",
+            text=text,
+            description=description,
+            member=self.member_fn(member),
+        )
+
+    def gap_level(self):
+        pts = _level_points(self.nm, self.dstar, self.lo, self.hi)
+        eq = f"{self.tex(self.structure.gap)} = D^*"
+
+        def member(x):
+            return np.abs(self.nm.gap(np.atleast_2d(x)) - self.dstar) <= MEMBER_TOL * max(1.0, abs(self.dstar))
+
+        return self.make_set(
+            "global_min", len(self.params) - 1, self.chain.entropy_rate, eq, f"{self.structure.gap} = D*", pts,
+            f"global minima, the bigram model (loss H), D* = {self.dstar:.10g}", member,
+        )
+
+    def flat_sets(self, comp):
+        """The classified pieces of one component of {grad D = 0}."""
+        sp = self.sp
+        names = [str(s) for s in self.params]
+        fixed = comp.fixed_dict
+        free = comp.free
+        fixed_fns = {str(s): sp.lambdify(free, v, "numpy") for s, v in fixed.items()}
+        split = self.structure.split
+        d0 = float(comp.gap_value)
+        loss, lp = (float(v) for v in self.nm.profiled_loss(np.array(d0)))
+        # ell'(D0) = 0 exactly when D0 = D* (p + q = 1 for the unigram set, D0 = 0): all global.
+        at_optimum = lp == 0.0 or abs(d0 - self.dstar) <= 1e-12 * max(1.0, abs(self.dstar))
+        sgn = 1.0 if lp > 0 else -1.0
+
+        def coords(free_vals):
+            """Points (k, n) from free coordinates (k, len(free))."""
+            k = free_vals.shape[0]
+            out = np.empty((k, len(names)))
+            for j, s in enumerate(free):
+                out[:, names.index(str(s))] = free_vals[:, j]
+            with np.errstate(all="ignore"):
+                for name, fn in fixed_fns.items():
+                    out[:, names.index(name)] = np.broadcast_to(np.asarray(fn(*free_vals.T), dtype=float), (k,))
+            return out
+
+        def in_cases(x):
+            if comp.cases is None:
+                return np.ones(len(x), bool)
+            ok = np.zeros(len(x), bool)
+            for pattern in comp.cases:
+                m = np.ones(len(x), bool)
+                for s, sg in zip(split, pattern):
+                    if s in free:
+                        m &= np.sign(x[:, names.index(str(s))]) == sg
+                ok |= m
+            return ok
+
+        curv_fn = sp.lambdify(free, comp.curvature, "numpy") if comp.curvature is not None and free else None
+
+        def curvature(x):
+            vals = [x[:, names.index(str(s))] for s in free]
+            return np.broadcast_to(np.asarray(curv_fn(*vals), float), (len(x),))
+
+        # an isolated point may be degenerate: numeric roots scatter around it (see critical_numeric)
+        tol = MEMBER_TOL if free else ISOLATED_RADIUS * float(np.linalg.norm(self.hi - self.lo))
+
+        def on_component(x):
+            x = np.atleast_2d(x)
+            free_vals = np.stack([x[:, names.index(str(s))] for s in free], -1) if free else np.zeros((len(x), 0))
+            with np.errstate(invalid="ignore"):
+                close = np.all(np.abs(coords(free_vals) - x) <= tol, axis=-1)
+            return close & in_cases(x)
+
+        # samples of the free coordinates over the box
+        if free:
+            per = max(2, int(round(4096 ** (1 / len(free)))))
+            idx = [names.index(str(s)) for s in free]
+            grids = np.meshgrid(*[np.linspace(self.lo[i], self.hi[i], per) for i in idx], indexing="ij")
+            free_vals = np.stack([g.ravel() for g in grids], -1)
+        else:
+            free_vals = np.zeros((1, 0))
+        pts = coords(free_vals)
+        pts = pts[np.all(np.isfinite(pts), -1) & _in_box(pts, self.lo, self.hi) & in_cases(pts)]
+        base_tex = r",\ ".join(f"{sp.latex(s)} = {sp.latex(v)}" for s, v in fixed.items())
+        base_txt = ", ".join(f"{s} = {sp.sstr(v)}" for s, v in fixed.items())
+        if comp.cases is not None:
+            base_tex += r",\ " + comp.condition(split, latex=True)
+            base_txt += ", " + comp.condition(split, latex=False)
+        what = "the unigram set (D = 0)" if d0 == 0 else f"grad D = 0 with D = {d0:.6g}"
+        dim = len(free)
+        out = []
+        if curv_fn is None:
+            # no closed-form curvature: classify the samples from the Hessian (exact on the set:
+            # ell'(D0) grad^2 D), whose tangent eigenvalues vanish
+            from .critical_numeric import kind_from_eigenvalues
+
+            kinds = []
+            for x, h in zip(pts, self.nm.hessian(pts) if len(pts) else []):
+                lam = np.linalg.eigvalsh(h)
+                mu = np.delete(lam, np.argsort(np.abs(lam))[:dim])
+                k = "global_min" if at_optimum else kind_from_eigenvalues(mu, max(1.0, float(np.max(np.abs(lam)))))
+                kinds.append(k or self._higher_order(x, d0, sgn))
+            kinds = np.array(kinds, dtype=object)
+            for k in dict.fromkeys(kinds):
+                sel = kinds == k
+                out.append(self.make_set(k, dim, loss, base_tex, base_txt, pts[sel], what, on_component))
+            return out
+        # one normal direction: the normal curvature of L is ell'(D0) c, split where c changes sign
+        split_pts = []
+        for sol in comp.splits:
+            sd = dict(sol)
+            if dim == 1 and all(s in sd for s in free):
+                split_pts.append((coords(np.array([[float(sd[s]) for s in free]]))[0], sd))
+        intervals = self._intervals(split_pts, free, curvature, coords) if dim == 1 else {}
+        c_tex, c_txt = self.tex(comp.curvature), sp.sstr(comp.curvature)
+        for csign in (1, -1):
+            kind = "global_min" if at_optimum else ("local_min" if sgn * csign > 0 else "local_max")
+            sel = np.sign(curvature(pts)) == csign if len(pts) else np.zeros(0, bool)
+            if not np.any(sel):
+                continue
+
+            def member(x, csign=csign):
+                x = np.atleast_2d(x)
+                with np.errstate(invalid="ignore"):
+                    return on_component(x) & (np.sign(curvature(x)) == csign)
+
+            rel = ">" if csign > 0 else "<"
+            where_tex, where_txt = intervals.get(csign, (f"{c_tex} {rel} 0", f"{c_txt} {rel} 0"))
+            self.sides.append(
+                (where_txt, where_tex, lambda x, csign=csign: np.sign(curvature(np.atleast_2d(x))) == csign)
+            )
+            out.append(
+                self.make_set(kind, dim, loss, base_tex + r",\ " + where_tex, base_txt + ", " + where_txt, pts[sel],
+                              f"{what}, normal curvature of D {rel} 0", member)
+            )
+        for x0, sd in split_pts:
+            if not (_in_box(x0[None], self.lo, self.hi)[0] and in_cases(x0[None])[0]):
+                continue
+            kind = "global_min" if at_optimum else self._higher_order(x0, d0, sgn)
+            items = (*fixed.items(), *sd.items())
+
+            def member(x, x0=x0):
+                return np.linalg.norm(np.atleast_2d(x) - x0, axis=-1) <= MEMBER_TOL
+
+            out.append(
+                self.make_set(kind, dim - 1, loss, r",\ ".join(f"{sp.latex(s)} = {sp.latex(v)}" for s, v in items),
+                              ", ".join(f"{s} = {sp.sstr(v)}" for s, v in items), x0[None],
+                              f"{what}, where its normal curvature changes sign", member)
+            )
+        return out
+
+    def _intervals(self, split_pts, free, curvature, coords):
+        """One free variable: (LaTeX, text) of the intervals where the curvature is > 0 and < 0."""
+        sp = self.sp
+        (s,) = free
+        exact = {float(sd[s]): sd[s] for _, sd in split_pts}
+        edges = [-math.inf, *sorted(exact), math.inf]
+        out: dict[int, list[tuple[str, str]]] = {1: [], -1: []}
+        name = sp.latex(s)
+        for a, b in zip(edges[:-1], edges[1:]):
+            if math.isfinite(a) and math.isfinite(b):
+                mid = (a + b) / 2
+                pair = (f"{sp.latex(exact[a])} < {name} < {sp.latex(exact[b])}",
+                        f"{sp.sstr(exact[a])} < {s} < {sp.sstr(exact[b])}")
+            elif math.isfinite(b):
+                mid, pair = b - 1, (f"{name} < {sp.latex(exact[b])}", f"{s} < {sp.sstr(exact[b])}")
+            elif math.isfinite(a):
+                mid, pair = a + 1, (f"{name} > {sp.latex(exact[a])}", f"{s} > {sp.sstr(exact[a])}")
+            else:
+                continue  # no split: the sign condition itself is the clearest statement
+            c = float(curvature(coords(np.array([[mid]])))[0])
+            if c != 0 and math.isfinite(c):
+                out[1 if c > 0 else -1].append(pair)
+        return {
+            k: (r"\ \text{or}\ ".join(t for t, _ in v), " or ".join(t for _, t in v)) for k, v in out.items() if v
+        }
+
+    def _higher_order(self, x0, d0, sgn):
+        """Kind at a point of {grad D = 0} from the sign of ell'(D0) (D - D0) on small spheres."""
+        from .critical_numeric import sphere_kind
+
+        scale = float(np.linalg.norm(self.hi - self.lo))
+        return sphere_kind(
+            lambda z: sgn * (self.nm.gap(z) - d0), x0, (1e-3 * scale, 3e-4 * scale), tol=1e-15
+        )
+
+    def sets(self):
+        self.sides = []  # (text, LaTeX, predicate) of the sides of each split of {grad D = 0}
+        gap = self.gap_level()
+        out = []
+        for comp in self.structure.flat:
+            out.extend(self.flat_sets(comp))
+        if len(gap.points):
+            theta = gap.points[:, : len(self.params)]
+            where = [(txt, tex) for txt, tex, pred in self.sides if np.all(pred(theta))]
+            gap = replace(gap, location=" and ".join(w[0] for w in where),
+                          location_latex=r"\ \text{and}\ ".join(w[1] for w in where))
+        return [s for s in [gap, *out] if len(s.points)]
+
+
+# ----------------------------------------------------------------------- numeric path
+def _numeric_sets(model, chain, box, *, starts, seed, samples, sets=True):
+    from .critical_numeric import find_numeric
+
+    nm = NumericModel(model, chain)
+    lo, hi = _bounds(box, model.params)
+    res = find_numeric(nm, lo, hi, entropy_rate=chain.entropy_rate, starts=starts, seed=seed, loss_tol=LOSS_TOL,
+                       sets=sets)
+    sets = []
+    for pc in res.pieces:
+        what = "split point" if pc.split else f"{pc.dimension}-dimensional set"
+        eq = rf"\nabla L = 0,\ L = {pc.loss:.10g}\ \text{{(numeric {what})}}"
+        sets.append(
+            CriticalSet(pc.kind, pc.dimension, pc.loss, eq, _thin(pc.points, samples), "numeric",
+                        f"grad L = 0, L = {pc.loss:.10g}", f"numeric {what}")
+        )
+    return sets, res
+
+
+def _cross_check_degenerate(chain, num_res, nm):
+    """p + q = 1: every critical point is global, so every numeric root must have loss H.
+
+    (ell is flat to second order at D* = 0 and grad L vanishes like e^3 on the unigram set, so
+    roots are located only to about gtol^(1/3): distances to the sets are not compared.)
+    """
+    losses = nm.loss(num_res.roots) if len(num_res.roots) else np.zeros(0)
+    bad = int(np.sum(losses - chain.entropy_rate > LOSS_TOL))
+    return {
+        "agree": bad == 0,
+        "numeric_roots": int(len(num_res.roots)),
+        "numeric_roots_above_H": bad,
+        "starts": num_res.starts,
+        "note": "degenerate chain: numeric roots checked for loss = H only",
+    }
+
+
+def _cross_check(sym_sets, num_sets, num_res):
+    """Agreement of the two paths (numeric points on symbolic sets, same kinds, nothing missed)."""
+    splits = [s for s in sym_sets if s.dimension == 0]
+    split_pts = np.array([s.points[0] for s in splits]) if splits else np.zeros((0, 0))
+    off, mismatches, checked = 0, [], 0
+    hit = np.zeros(len(sym_sets), dtype=int)
+    for ns in num_sets:
+        for x in ns.points:
+            owners = [i for i, s in enumerate(sym_sets) if s.member(x[None])[0]]
+            if not owners:
+                off += 1
+                continue
+            for i in owners:
+                hit[i] += 1
+            near_split = len(split_pts) and np.min(np.linalg.norm(split_pts - x, axis=-1)) < 1e-3
+            if near_split and not any(sym_sets[i].dimension == 0 for i in owners):
+                continue
+            checked += 1
+            kinds = {sym_sets[i].kind for i in owners}
+            if ns.kind not in kinds:
+                mismatches.append({"point": x.tolist(), "numeric": ns.kind, "symbolic": sorted(kinds)})
+    missed = [s.equation for s, h in zip(sym_sets, hit) if h == 0]
+    roots_off = int(sum(1 for x in num_res.roots if not any(s.member(x[None])[0] for s in sym_sets)))
+    agree = off == 0 and roots_off == 0 and not mismatches and not missed
+    return {
+        "agree": bool(agree),
+        "numeric_roots": int(len(num_res.roots)),
+        "numeric_samples_checked": int(checked),
+        "numeric_points_off_symbolic_sets": int(off + roots_off),
+        "kind_mismatches": mismatches[:10],
+        "symbolic_sets_not_found_numerically": missed,
+        "starts": num_res.starts,
+    }
+
+
+# ------------------------------------------------------------------------------- the API
+def critical_sets(
+    model: Model,
+    chain: MarkovChain,
+    box=None,
+    *,
+    method: str = "auto",
+    starts: int = 1024,
+    seed: int = 0,
+    samples: int = 64,
+) -> CriticalResult:
+    """The critical sets of ``model`` on ``chain`` inside ``box`` ({name: (lo, hi)}), classified.
+
+    ``method``: 'auto' (symbolic with a numeric cross-check when the model allows it, numeric
+    otherwise), 'symbolic' (no cross-check: ``complete`` stays False), or 'numeric'.
+
+    >>> from flowlab import MarkovChain, get_model
+    >>> r = critical_sets(get_model("ew"), MarkovChain(0.1, 0.1))
+    >>> sorted(set(r.kinds())), r.complete
+    (['global_min', 'local_max', 'local_min', 'saddle'], True)
+    """
+    if method not in METHODS:
+        raise FlowlabInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if isinstance(starts, bool) or not isinstance(starts, int) or not 1 <= starts <= 2**20:
+        raise FlowlabInputError(f"starts must be an integer in [1, 2^20], got {starts!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise FlowlabInputError(f"samples must be a positive integer, got {samples!r}")
+    box = make_box(model, box)
+    timings = {}
+    notes = []
+    sym_sets, structure = None, None
+    t0 = time.perf_counter()
+    if method in ("auto", "symbolic"):
+        asm = _SymbolicAssembly(model, chain, box, samples)
+        structure = asm.structure
+        if structure is not None and structure.solved:
+            sym_sets = asm.sets()
+        else:
+            why = "; ".join(structure.notes) if structure is not None else "no profiled form"
+            if method == "symbolic":
+                raise FlowlabInputError(f"the symbolic path does not apply to {model.name!r}: {why}")
+            notes.append(f"symbolic path unavailable ({why}); numeric sets only")
+        timings["symbolic_s"] = time.perf_counter() - t0
+    num_sets = num_res = None
+    roots_only = chain.degenerate and sym_sets is not None
+    if method in ("auto", "numeric"):
+        t1 = time.perf_counter()
+        num_sets, num_res = _numeric_sets(model, chain, box, starts=starts, seed=seed, samples=samples,
+                                          sets=not roots_only)
+        timings["numeric_s"] = time.perf_counter() - t1
+        notes.extend(num_res.notes)
+    agreement = None
+    if sym_sets is not None and num_sets is not None:
+        if roots_only:
+            agreement = _cross_check_degenerate(chain, num_res, NumericModel(model, chain))
+        else:
+            agreement = _cross_check(sym_sets, num_sets, num_res)
+        sets = list(sym_sets)
+        if not agreement["agree"]:
+            notes.append("the symbolic and numeric paths DISAGREE (see agreement); numeric sets appended")
+            sets += [s for s in num_sets]
+        used = "symbolic+numeric"
+        complete = agreement["agree"]
+    elif sym_sets is not None:
+        sets, used, complete = list(sym_sets), "symbolic", False
+        notes.append("no numeric cross-check: completeness not vouched for")
+    else:
+        sets, used, complete = list(num_sets), "numeric", False
+        notes.append(f"numeric multi-start ({num_res.starts} starts) cannot vouch that no critical point was missed")
+    timings["total_s"] = time.perf_counter() - t0
+    if complete:
+        found = "only roots with loss H" if roots_only else "no critical point off these sets, with the same kinds"
+        notes.insert(
+            0,
+            "complete: grad L = ell'(D) grad D with ell strictly convex (unique root D*), every sign case "
+            "of grad D = 0 solved by factor combinations and verified by substitution, and an independent "
+            f"numeric multi-start ({agreement['starts']} starts) found {found}",
+        )
+    if chain.degenerate:
+        notes.insert(
+            0,
+            "degenerate chain p + q = 1: tokens are i.i.d., D* = 0, unigram and bigram coincide and every "
+            "critical point is a global minimum",
+        )
+    order = {k: i for i, k in enumerate(KINDS)}
+    sets.sort(key=lambda s: (s.source != "symbolic", order[s.kind], -s.dimension))
+    return CriticalResult(
+        model=model.name,
+        params=model.params,
+        chain=chain,
+        box=box,
+        degenerate=chain.degenerate,
+        complete=bool(complete),
+        sets=tuple(sets),
+        method=used,
+        message="; ".join(notes),
+        agreement=agreement,
+        timings=timings,
+    )
+
+
+# --------------------------------------------------------------------- the regions table
+#: Representative chains of the paper's case split (Figure 1 uses p = q = 0.1 and 0.9).
+REGION_CHAINS = {"p+q<1": (0.1, 0.1), "p+q=1": (0.5, 0.5), "p+q>1": (0.9, 0.9)}
+
+
+def regions_table(model: Model, box=None, **kwargs) -> dict:
+    """The kind of every critical set for p + q < 1, = 1 and > 1 (the paper's case split).
+
+    The kinds depend on (p, q) only through sign ell'(D0) = sign(D0 - D*) on each component of
+    {grad D = 0} (D0 = 0 for the unigram set and D* > 0 iff p + q < 1), so one chain per region
+    decides the row; each column is computed with the full cross-checked analysis.
+    """
+    columns, rows, t0 = {}, {}, time.perf_counter()
+    for region, (p, q) in REGION_CHAINS.items():
+        res = critical_sets(model, MarkovChain(p, q), box, **kwargs)
+        columns[region] = res
+        for s in res.sets:
+            key = _row_key(s, res)
+            rows.setdefault(key, {"set": key, "latex": s.equation, "dimension": s.dimension})[region] = {
+                "kind": s.kind,
+                "location": s.location,
+                "location_latex": s.location_latex,
+                "loss": s.loss,
+                "equation": s.equation,
+            }
+    return {
+        "model": model.name,
+        "params": list(model.params),
+        "regions": {r: {"p": pq[0], "q": pq[1]} for r, pq in REGION_CHAINS.items()},
+        "rows": list(rows.values()),
+        "complete": {r: res.complete for r, res in columns.items()},
+        "messages": {r: res.message for r, res in columns.items()},
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _row_key(s: CriticalSet, res: CriticalResult) -> str:
+    """A chain-independent label: the plain-text equation (D* stays a symbol)."""
+    return s.text
+
+
+# ------------------------------------------------------------------------------ rendering
+def format_text(res: CriticalResult) -> str:
+    ch = res.chain
+    lines = [
+        f"critical sets of {res.model} at p={ch.p:g}, q={ch.q:g} ({ch.regime}); box "
+        + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in res.box.items()),
+        f"  H = {ch.entropy_rate:.10g}, h(pi1) = {ch.unigram_loss:.10g}, D* = {ch.optimal_gap:.10g}",
+        f"  method {res.method}; complete: {str(res.complete).lower()}; degenerate: {str(res.degenerate).lower()}",
+    ]
+    for s in res.sets:
+        lo, hi = s.points.min(0), s.points.max(0)
+        span = ", ".join(
+            f"{n}={a:.6g}" if abs(b - a) < 1e-9 else f"{n} in [{a:.4g}, {b:.4g}]" for n, a, b in zip(res.params, lo, hi)
+        )
+        where = f"; lies where {s.location}" if s.location else ""
+        lines.append(f"  {s.kind:<10} dim {s.dimension}  loss {s.loss:.10g}  {s.description}{where}")
+        lines.append(f"             {s.text}")
+        lines.append(f"             samples: {len(s.points)}; {span}")
+    lines.append(f"  {res.message}")
+    return "\n".join(lines) + "\n"
+
+
+def table_text(table: dict) -> str:
+    regions = list(table["regions"])
+    lines = [f"classification of the critical sets of {table['model']} by region of p + q"]
+    width = max([12] + [len(_cell(row.get(r))) for row in table["rows"] for r in regions])
+    lines.append("  " + " | ".join(["set".ljust(44), *(r.ljust(width) for r in regions)]))
+    for row in table["rows"]:
+        label = row["set"]
+        cells = [_cell(row.get(r)).ljust(width) for r in regions]
+        lines.append("  " + " | ".join([label[:44].ljust(44), *cells]))
+    lines.append(
+        "  chains: " + ", ".join(f"{r}: p={v['p']}, q={v['q']}" for r, v in table["regions"].items())
+        + f"; complete: {table['complete']}; {table['seconds']:.2f} s"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(entry, latex=False) -> str:
+    if not entry:
+        return "--" if latex else "-"
+    if latex:
+        where = entry.get("location_latex")
+        return entry["kind"].replace("_", r"\_") + (f" (${where}$)" if where else "")
+    return entry["kind"] + (f" ({entry['location']})" if entry.get("location") else "")
+
+
+def table_latex(table: dict) -> str:
+    regions = list(table["regions"])
+    head = " & ".join(["set", *(f"${r.replace('p+q', 'p+q ')}$" for r in regions)])
+    body = []
+    for row in table["rows"]:
+        label = f"${row['latex']}$"
+        body.append(" & ".join([label, *(_cell(row.get(r), latex=True) for r in regions)]) + r" \\")
+    return "\n".join(
+        [r"\begin{tabular}{l" + "l" * len(regions) + "}", r"\hline", head + r" \\", r"\hline", *body, r"\hline",
+         r"\end{tabular}", ""]
+    )
+
+
+def result_latex(res: CriticalResult) -> str:
+    rows = [
+        f"{s.kind.replace('_', chr(92) + '_')} & {s.dimension} & {s.loss:.10g} & ${s.equation}$ \\\\" for s in res.sets
+    ]
+    return "\n".join(
+        [r"\begin{tabular}{llll}", r"\hline", r"kind & dim & loss & set \\", r"\hline", *rows, r"\hline",
+         r"\end{tabular}", ""]
+    )
+
+
+__all__ = ["KINDS", "CriticalResult", "CriticalSet", "critical_sets", "make_box", "regions_table"]

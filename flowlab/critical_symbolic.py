@@ -1,0 +1,290 @@
+"""The symbolic structure of the critical set of a profiled loss L = ell(D(theta)) (SymPy).
+
+With the bias profiled, grad L = ell'(D) grad D (proved in :mod:`flowlab.derivation`) and ell is
+strictly convex with its single minimum at D*, so the critical set is exactly
+
+    {D = D*}  (global minima, loss H)   union   {grad D = 0}  (D constant on each component).
+
+This module solves grad D = 0 without trusting a single call to ``sympy.solve``:
+
+* every variable inside |.| or sign(.) is split into the cases > 0, < 0 and = 0, so each case
+  is an ordinary (typically polynomial) system;
+* each equation is factorised and every choice of one factor per equation is solved on its own
+  (a product vanishes iff one factor does), which is where ``solve`` alone loses branches;
+* every solution is substituted back and checked to vanish, solutions contained in larger ones
+  are absorbed, and the sign cases of a component are merged (e = 0 for w > 0, w < 0 and w = 0
+  is the line e = 0).
+
+On a component where the fixed coordinates are constants and one direction is normal, the normal
+curvature of D is an expression c(free) and the normal curvature of L is ell'(D0) c: the set
+splits where c changes sign, at the solutions of c = 0 (found the same way). The structure does
+not depend on (p, q); :mod:`flowlab.critical` binds it to a chain and classifies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cache
+
+import sympy as sp
+
+from .derivation import derive, tidy
+from .models import Model
+
+#: Cases of a split variable: positive, negative, zero.
+SIGNS = (1, -1, 0)
+
+
+@dataclass(frozen=True)
+class FlatComponent:
+    """A component of {grad D = 0}: ``fixed`` coordinates as expressions of the ``free`` ones.
+
+    ``cases`` lists the sign patterns (one entry per split symbol of the structure, in
+    :attr:`CriticalStructure.split` order; the entries of fixed symbols are ignored) on which the
+    component exists, or is None when it exists for all of them.
+    """
+
+    fixed: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    free: tuple[sp.Symbol, ...]
+    cases: tuple[tuple[int, ...], ...] | None
+    gap_value: sp.Expr
+    #: Normal curvature of D (when one coordinate is fixed to a constant), else None.
+    curvature: sp.Expr | None
+    #: Points of the component where the curvature vanishes, as dicts free symbol -> value.
+    splits: tuple[tuple[tuple[sp.Symbol, sp.Expr], ...], ...]
+    verified: bool
+
+    @property
+    def fixed_dict(self) -> dict:
+        return dict(self.fixed)
+
+    def condition(self, split: tuple[sp.Symbol, ...], *, latex: bool) -> str:
+        """The sign-case condition ('' when the component exists for every case)."""
+        if self.cases is None:
+            return ""
+        parts = []
+        for pattern in self.cases:
+            conds = [
+                (sp.latex(s) if latex else str(s)) + {1: " > 0", -1: " < 0", 0: " = 0"}[sg]
+                for s, sg in zip(split, pattern)
+                if s in self.free
+            ]
+            parts.append((r",\ " if latex else ", ").join(conds))
+        return (r"\ \text{or}\ " if latex else " or ").join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class CriticalStructure:
+    """{D = D*} and the components of {grad D = 0} of a profiled model, derived once."""
+
+    model: Model
+    gap: sp.Expr
+    split: tuple[sp.Symbol, ...]
+    flat: tuple[FlatComponent, ...]
+    #: True when every case system was solved and every solution verified by substitution.
+    solved: bool
+    notes: tuple[str, ...]
+
+
+def _split_symbols(exprs) -> tuple[tuple[sp.Symbol, ...], bool]:
+    """Symbols inside Abs/sign, and whether every such argument is a bare symbol."""
+    args = {a for e in exprs for f in e.atoms(sp.Abs, sp.sign) for a in f.args}
+    ok = all(isinstance(a, sp.Symbol) for a in args)
+    return tuple(sorted((a for a in args if isinstance(a, sp.Symbol)), key=str)), ok
+
+
+def _case_substitution(split, pattern):
+    """(substitution into the case, map back to the original symbols, unknown of each symbol).
+
+    In the case, a split symbol s is sign * m with m = |s| > 0 (or 0); its unknown is m.
+    """
+    sub, back, unknown = {}, {}, {}
+    for s, sg in zip(split, pattern):
+        if sg == 0:
+            sub[s] = sp.S.Zero
+        else:
+            m = sp.Symbol(f"{s.name}_m", positive=True)  # |s|
+            sub[s] = sg * m
+            back[m] = sg * s
+            unknown[s] = m
+    return sub, back, unknown
+
+
+def _factors(expr) -> list[sp.Expr]:
+    """The non-constant irreducible factors of the numerator of ``expr``."""
+    num = sp.numer(sp.together(expr))
+    _, factors = sp.factor_list(num)
+    return [f for f, _ in factors if f.free_symbols]
+
+
+def _solve_system(eqs, unknowns) -> tuple[list[dict], bool]:
+    """All solutions of eqs = 0 by factor combinations; (solutions, every combination solved)."""
+    eqs = [sp.simplify(e) for e in eqs]
+    eqs = [e for e in eqs if e != 0]
+    if any(e.is_number for e in eqs):  # a non-zero constant: no solution in this case
+        return [], True
+    if not eqs:
+        return [{}], True
+    lists = [_factors(e) for e in eqs]
+    if any(not fl for fl in lists):
+        return [], True
+    out, ok = [], True
+    seen = set()
+    for combo in itertools.product(*lists):
+        system = tuple(sorted(set(combo), key=sp.default_sort_key))
+        if system in seen:
+            continue
+        seen.add(system)
+        try:
+            sols = sp.solve(list(system), unknowns, dict=True)
+        except NotImplementedError:
+            ok = False
+            continue
+        for sol in sols:
+            if all(v.is_real is not False for v in sol.values()) and all(
+                not (k.is_positive and v.is_positive is False) for k, v in sol.items()
+            ):
+                out.append(sol)
+    return out, ok
+
+
+def _component_key(fixed: dict) -> tuple:
+    return tuple(sorted(((str(k), sp.srepr(v)) for k, v in fixed.items())))
+
+
+def _solve_flat(gap, params) -> tuple[tuple, list[FlatComponent], bool, list[str]]:
+    grad = [tidy(sp.diff(gap, s)) for s in params]
+    split, bare = _split_symbols([gap, *grad])
+    notes = []
+    if not bare:
+        return split, [], False, ["|.| or sign(.) of an expression that is not a single parameter: not split"]
+    raw = []  # (fixed dict in original symbols, pattern, verified)
+    solved_all = True
+    for pattern in itertools.product(SIGNS, repeat=len(split)):
+        sub, back, unknown = _case_substitution(split, pattern)
+        unknowns = [unknown.get(s, s) for s in params if not (s in sub and sub[s] == 0)]
+        case_grad = [g.subs(sub) for g in grad]
+        sols, ok = _solve_system(case_grad, unknowns)
+        solved_all &= ok
+        for sol in sols:
+            fixed = {}
+            for s in params:
+                if s in sub and sub[s] == 0:
+                    fixed[s] = sp.S.Zero
+                    continue
+                u = unknown.get(s, s)
+                if u in sol:
+                    sign = pattern[split.index(s)] if s in sub else 1  # u = |s|, s = sign * u
+                    fixed[s] = sp.simplify((sign * sol[u]).subs(back))
+            verified = all(sp.simplify(g.subs(sol)) == 0 for g in case_grad)
+            raw.append((fixed, pattern, verified))
+    # Merge sign cases of the same solution.
+    groups: dict[tuple, list] = {}
+    for fixed, pattern, verified in raw:
+        groups.setdefault(_component_key(fixed), []).append((fixed, pattern, verified))
+    merged = []
+    for items in groups.values():
+        fixed = items[0][0]
+        merged.append([fixed, {it[1] for it in items}, all(it[2] for it in items)])
+    # Absorb components contained in larger ones (e.g. the point (0, 0) in the line e = 0).
+    merged.sort(key=lambda m: len(m[0]))
+    kept = []
+    for fixed, patterns, verified in merged:
+        host = None
+        for other in kept:
+            ofixed = other[0]
+            if len(ofixed) < len(fixed) and all(
+                sp.simplify(sp.sympify(s).subs(fixed) - v.subs(fixed)) == 0 for s, v in ofixed.items()
+            ):
+                host = other
+                break
+        if host is None:
+            kept.append([fixed, set(patterns), verified])
+        else:
+            # The patterns of the absorbed piece, with the sign of its fixed split values.
+            for pat in patterns:
+                new = tuple(
+                    int(sp.sign(fixed[s])) if s in fixed and fixed[s].is_number else sg
+                    for s, sg in zip(split, pat)
+                )
+                host[1].add(new)
+            host[2] = host[2] and verified
+    comps = []
+    for fixed, patterns, verified in kept:
+        free = tuple(s for s in params if s not in fixed)
+        free_idx = [i for i, s in enumerate(split) if s in free]
+        reduced = {tuple(p[i] for i in free_idx) for p in patterns}
+        full = set(itertools.product(SIGNS, repeat=len(free_idx)))
+        cases = None if reduced >= full else tuple(sorted(patterns, reverse=True))
+        d0 = sp.simplify(gap.subs(fixed))
+        if d0.free_symbols & set(free):
+            # D must be constant on a connected set where grad D = 0; per case it may differ.
+            per_case = {sp.simplify(d0.subs(_case_substitution(split, p)[0])) for p in patterns}
+            if len(per_case) == 1 and not next(iter(per_case)).free_symbols:
+                d0 = next(iter(per_case))
+            else:
+                verified = False
+                notes.append(f"D is not constant on the component {fixed}")
+        curvature, splits = None, ()
+        if len(fixed) == 1 and all(v.is_number for v in fixed.values()):
+            (s_fixed,) = fixed
+            curvature = sp.factor(tidy(sp.diff(gap, s_fixed, 2)).subs(fixed))
+            splits = _curvature_zeros(curvature, free, split, patterns)
+        comps.append(
+            FlatComponent(
+                fixed=tuple(fixed.items()),
+                free=free,
+                cases=cases,
+                gap_value=d0,
+                curvature=curvature,
+                splits=splits,
+                verified=verified,
+            )
+        )
+    return split, comps, solved_all, notes
+
+
+def _curvature_zeros(c, free, split, patterns) -> tuple:
+    """Solutions of c = 0 on the component, per sign case, in the original symbols."""
+    if not free or not c.free_symbols:
+        return ()
+    out, seen = [], set()
+    for pattern in sorted(patterns, reverse=True):
+        sub, back, unknown = _case_substitution(split, pattern)
+        unknowns = [unknown.get(s, s) for s in free if not (s in sub and sub[s] == 0)]
+        sols, _ = _solve_system([c.subs(sub)], unknowns[:1])
+        for sol in sols:
+            point = {}
+            for s in free:
+                u = unknown.get(s, s)
+                if s in sub and sub[s] == 0:
+                    point[s] = sp.S.Zero
+                elif u in sol:
+                    sign = pattern[split.index(s)] if s in sub else 1
+                    point[s] = sp.simplify((sign * sol[u]).subs(back))
+            key = _component_key(point)
+            if point and key not in seen:
+                seen.add(key)
+                out.append(tuple(point.items()))
+    return tuple(out)
+
+
+@cache
+def critical_structure(model: Model) -> CriticalStructure | None:
+    """The structure of the critical set of a profiled model (None when the bias is free)."""
+    if model.bias != "profiled":
+        return None
+    d = derive(model)
+    unsupported = d.gap.has(sp.Max, sp.Min, sp.Piecewise, sp.Heaviside)
+    if unsupported:
+        return CriticalStructure(model, d.gap, (), (), False, ("D has Max/Min/Piecewise: not solved symbolically",))
+    split, flat, solved, notes = _solve_flat(d.gap, d.params)
+    return CriticalStructure(
+        model=model,
+        gap=d.gap,
+        split=split,
+        flat=tuple(flat),
+        solved=solved and all(c.verified for c in flat),
+        notes=tuple(notes),
+    )
