@@ -237,6 +237,60 @@ def cmd_critical(args) -> int:
     return 0
 
 
+def cmd_basins(args) -> int:
+    from .basins import FlowSettings, basin_grid, gaussian_basin
+    from .io import to_json
+    from .models import get_model
+
+    model, chain = get_model(args.model), _chain(args)
+    settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk)
+    if args.gaussian is not None:
+        if args.range or args.grid is not None:
+            raise FlowlabInputError("--gaussian samples random initialisations: do not combine it with --grid/--range")
+        result = gaussian_basin(model, chain, args.gaussian, args.samples, args.seed, method=args.method,
+                                settings=settings, quiet=args.quiet)
+        if args.out:
+            from pathlib import Path
+
+            from .io import atomic_write_text
+
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(args.out) / "gaussian.json", to_json(result))
+        if args.json:
+            sys.stdout.write(to_json(result))
+        else:
+            lo, hi = result["ci95"]
+            c = result["counts"]
+            print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), theta0 ~ N(0, {args.gaussian:g}^2 I), "
+                  f"{args.samples} draws (seed {args.seed})")
+            print(f"  P(global) = {result['prob_global']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]")
+            print(f"  counts: global {c['global']}, non-global {c['nonglobal']}, undetermined {c['undetermined']}")
+        return 0
+    grid = 128 if args.grid is None else args.grid
+    result = basin_grid(model, chain, parse_box(args.range), grid, method=args.method, settings=settings,
+                        max_seconds=args.max_seconds, quiet=args.quiet)
+    payload = result.as_dict()
+    if args.out:
+        paths = result.save(args.out)
+        payload["files"] = [str(p) for p in paths]
+    if args.json:
+        sys.stdout.write(to_json(payload))
+    else:
+        c, f = payload["counts"], payload["fractions"]
+        print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), {'x'.join([str(grid)] * len(model.params))} "
+              f"grid, method {args.method}: {payload['timings']['total_s']:.2f} s")
+        print(f"  global     {c['global']:>9}  ({f['global']:.4f})  -> {', '.join(result.reference.global_sets)}")
+        print(f"  non-global {c['nonglobal']:>9}  ({f['nonglobal']:.4f})  -> {', '.join(result.reference.nonglobal_min_sets)}")
+        print(f"  undetermined {c['undetermined']:>7}  ({f['undetermined']:.4f})")
+        if payload["cross_check"]:
+            x = payload["cross_check"]
+            print(f"  invariant cross-check: agreement {x['agreement_far']:.5f} on {x['points_far_from_separatrix']} "
+                  f"points farther than {x['separatrix_band']} (in E) from the separatrix")
+        if args.out:
+            print(f"  wrote {', '.join(payload['files'])}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -285,16 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_flow)
 
-    p = sub.add_parser("critical", formatter_class=fmt, help="critical points and sets, classified",
+    p = sub.add_parser("critical", formatter_class=_RawEpilogFormatter, help="critical points and sets, classified",
                        description="Find the critical sets of the loss in a box and classify them (global minimum, "
                        "local minimum/maximum, saddle, degenerate). Profiled models are solved symbolically "
                        "({D = D*} and {grad D = 0}) and cross-checked by a numeric multi-start; 'complete' is true "
                        "only when both agree. Exit code 1 when they disagree.",
                        epilog="examples:\n  flowlab critical --p 0.1 --q 0.1\n"
                        "  flowlab critical --model ewb --p 0.5 --q 0.8 --box b:-1:1 --json\n"
-                       "  flowlab critical --regions --latex",
-                       )
-    p.formatter_class = _RawEpilogFormatter
+                       "  flowlab critical --regions --latex")
     _add_model(p, chain_required=False)
     p.add_argument("--box", action="append", metavar="NAME:LO:HI",
                    help="search box of one parameter (repeatable); others default to -3:3")
@@ -310,6 +362,33 @@ def build_parser() -> argparse.ArgumentParser:
     fmt_group.add_argument("--latex", action="store_true", help="print a LaTeX tabular")
     p.add_argument("--out", help="write to this file (atomically) instead of stdout")
     p.set_defaults(func=cmd_critical)
+
+    p = sub.add_parser("basins", formatter_class=_RawEpilogFormatter, help="basins of convergence over a grid or random starts",
+                       description="Label initialisations by where the gradient flow takes them: 1 = a global minimum, "
+                       "0 = a non-global minimum, -1 = undetermined by --t-max. Grid mode writes DIR/basins.npz "
+                       "(one axis per parameter and 'label', indexing ij in parameter order) and DIR/basins.json; "
+                       "--gaussian estimates P(global) for theta0 ~ N(0, sigma^2 I) with a 95%% interval.",
+                       epilog="examples:\n  flowlab basins --p 0.1 --q 0.1 --grid 256 --out basins-0.1\n"
+                       "  flowlab basins --p 0.5 --q 0.8 --gaussian 0.02 --samples 2000 --json\n"
+                       "  flowlab basins --p 0.9 --q 0.9 --grid 512 --method invariant --out inv")
+    _add_model(p, chain_required=True)
+    p.add_argument("--grid", type=_positive_int, default=None, help="points per axis (default 128)")
+    p.add_argument("--range", action="append", metavar="NAME:LO:HI",
+                   help="grid range of one parameter (repeatable); others default to -3:3")
+    p.add_argument("--method", choices=("flow", "invariant"), default="flow",
+                   help="flow: batch integration (any model); invariant: exact from the conserved E (ew)")
+    p.add_argument("--gaussian", type=_float, metavar="SIGMA", help="random starts theta0 ~ N(0, SIGMA^2 I) instead of a grid")
+    p.add_argument("--samples", type=_positive_int, default=1000, help="number of random starts (with --gaussian)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--t-max", type=_float, default=1e4, help="flow time after which a point is undetermined")
+    p.add_argument("--rtol", type=_float, default=1e-6, help="batch integrator relative tolerance")
+    p.add_argument("--atol", type=_float, default=1e-9, help="batch integrator absolute tolerance")
+    p.add_argument("--chunk", type=_positive_int, default=65536, help="points integrated together (bounds memory)")
+    p.add_argument("--max-seconds", type=_float, default=1800.0, help="refuse grids estimated to take longer")
+    p.add_argument("--out", metavar="DIR", help="write basins.npz and basins.json (grid) or gaussian.json here")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_basins)
 
     p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
                        description="Derivations (Markdown, LaTeX, PDF when pdflatex is present), flows at "
