@@ -110,11 +110,16 @@ def _np_profiled_logit0(D, p, q):
         log_abs_b = np.log(np.abs(b))  # -inf when pi0 = pi1, which logaddexp handles
     log_s = 0.5 * np.logaddexp(2.0 * log_abs_b, log_4ac)  # log sqrt(b^2 - 4ac)
     # log(b + s): direct when b >= 0; for b < 0 rationalise s - |b| = -4ac / (s + |b|).
-    log_b_plus_s = np.where(
-        b >= 0,
-        np.logaddexp(log_abs_b, log_s),
-        log_4ac - np.logaddexp(log_s, log_abs_b),
-    )
+    if b.ndim == 0:  # one chain: evaluate only the branch that applies
+        log_b_plus_s = np.logaddexp(log_abs_b, log_s)
+        if b < 0:
+            log_b_plus_s = log_4ac - log_b_plus_s
+    else:
+        log_b_plus_s = np.where(
+            b >= 0,
+            np.logaddexp(log_abs_b, log_s),
+            log_4ac - np.logaddexp(log_s, log_abs_b),
+        )
     return np.log(2.0 * pi1) - log_b_plus_s
 
 
