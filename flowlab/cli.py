@@ -291,10 +291,65 @@ def cmd_basins(args) -> int:
     return 0
 
 
+PLOT_KINDS = ("landscape", "basins", "trajectories", "loss", "flow3d")
+
+
+def cmd_plot(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    from .io import check_figure_path, save_figure
+    from .models import get_model
+
+    model, chain = get_model(args.model), _chain(args)
+    out = check_figure_path(args.out)  # refuse a bad extension before any work
+    box = parse_box(args.range)
+    starts = [point_vector(model, parse_point(a)) for a in args.at or ()]
+    if args.kind in ("trajectories", "loss", "flow3d") and not starts:
+        raise FlowlabInputError(f"plot {args.kind} needs at least one --at start point, e.g. --at e=0.1,w=0.1")
+    three_d = args.kind == "flow3d"
+    if three_d != (len(model.params) == 3) and args.kind != "loss":
+        raise FlowlabInputError(
+            f"plot {args.kind} draws {'three-parameter flows in 3-D' if three_d else 'a plane of two parameters'}; "
+            f"{model.name!r} has {len(model.params)} ({', '.join(model.params)})"
+        )
+    from .critical import make_box
+
+    box = make_box(model, box)
+    fig = plt.figure(figsize=(7.2, 6.2) if three_d else (6.4, 5.6), layout="constrained")
+    ax = fig.add_subplot(projection="3d") if three_d else fig.add_subplot()
+    if args.kind == "landscape":
+        plots.energy_landscape(model, chain, extent=box, ax=ax, resolution=args.resolution)
+    elif args.kind == "basins":
+        from .basins import basin_grid
+
+        chain.require_nondegenerate("basins")
+        plots.basin_map(basin_grid(model, chain, box, args.grid, quiet=args.quiet), ax=ax)
+    else:
+        from .flow import gradient_flow
+
+        if args.kind == "flow3d":
+            plots.flow_3d(model, chain, starts, ax=ax, t_max=args.t_max)
+        else:
+            results = [gradient_flow(model, chain, s, t_max=args.t_max) for s in starts]
+            if args.kind == "trajectories":
+                plots.trajectories(results, ax=ax, background="energy", extent=box)
+            else:
+                for i, res in enumerate(results):
+                    plots.loss_curve(res, ax, label=f"from {args.at[i]}: {res.reached}", references=i == 0)
+    save_figure(fig, out, dpi=args.dpi)
+    plt.close(fig)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, quiet=args.quiet)
+    run_demo(args.out, quiet=args.quiet, fast=args.fast)
     return 0
 
 
@@ -390,11 +445,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_basins)
 
+    p = sub.add_parser("plot", formatter_class=_RawEpilogFormatter, help="one figure: landscape, basins, trajectories, ...",
+                       description="Draw one figure and write it as PNG, PDF or SVG (by the extension of --out). "
+                       "landscape: energy contours, normalised flow and critical sets (paper Fig. 1 a/c); basins: "
+                       "the basin map computed by the flow (Fig. 1 b/d); trajectories: flows from --at points over the "
+                       "landscape; loss: their loss curves; flow3d: flows of a three-parameter model in 3-D.",
+                       epilog="examples:\n  flowlab plot landscape --p 0.1 --q 0.1 --out fig1a.pdf\n"
+                       "  flowlab plot basins --p 0.9 --q 0.9 --grid 256 --out fig1d.png\n"
+                       "  flowlab plot trajectories --p 0.5 --q 0.8 --at e=0.02,w=0.01 --at e=1,w=-1.5 --out traj.svg\n"
+                       "  flowlab plot flow3d --model ewb --p 0.5 --q 0.8 --at e=1,w=-1.5,b=0 --out flow3d.png")
+    p.add_argument("kind", choices=PLOT_KINDS, help="which figure")
+    _add_model(p, chain_required=True)
+    p.add_argument("--out", required=True, help="output file: .png, .pdf or .svg")
+    p.add_argument("--range", action="append", metavar="NAME:LO:HI",
+                   help="plotted range of one parameter (repeatable); others default to -3:3")
+    p.add_argument("--at", action="append", metavar="POINT", help="a start point, e.g. e=0.1,w=0.1 (repeatable)")
+    p.add_argument("--grid", type=_positive_int, default=256, help="basin grid points per axis")
+    p.add_argument("--resolution", type=_positive_int, default=300, help="landscape sampling per axis")
+    p.add_argument("--t-max", type=_float, default=1e4, help="flow time limit for trajectories")
+    p.add_argument("--dpi", type=_positive_int, default=200, help="resolution of PNG output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
-                       description="Derivations (Markdown, LaTeX, PDF when pdflatex is present), flows at "
-                       "p = 0.5, q = 0.8 and a report, written to a folder.")
+                       description="The paper's setting end to end, written to a folder: derivations (Markdown, "
+                       "LaTeX, PDF when pdflatex is present), critical sets by region of p + q, Figure 1 (energy, flow "
+                       "and basins for p = q = 0.1 and 0.9), basin maps and Gaussian-initialisation probabilities, "
+                       "flows at p = 0.5, q = 0.8, figures (PNG and PDF), JSON/NPZ, and report.md.")
     p.add_argument("--out", default="flowlab-demo", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--fast", action="store_true", help="coarse grids and few samples (a quick look; used by the tests)")
     p.set_defaults(func=cmd_demo)
     return parser
 

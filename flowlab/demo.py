@@ -22,6 +22,7 @@ from .io import atomic_write_bytes, atomic_write_text, to_json, write_table
 
 #: The paper's chains: Figure 1 (p = q = 0.1, p = q = 0.9) and Figure 4 (p = 0.5, q = 0.8).
 CHAINS = ((0.1, 0.1), (0.9, 0.9), (0.5, 0.8))
+FIGURE1_CHAINS = ((0.1, 0.1), (0.9, 0.9))
 FIGURE4_CHAIN = (0.5, 0.8)
 #: Initialisations: a small Gaussian draw (seeded) and a point of the guideline region
 #: (w < -1/sqrt(2) with e of order one, in the basin I* of the global minimum when p + q > 1).
@@ -54,38 +55,49 @@ def compile_pdf(tex: str, out_pdf: Path) -> bool:
 
 
 def _save_figure(fig, base: Path) -> list[str]:
-    import io
+    from .io import save_figure
 
     names = []
     for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=200)
-        atomic_write_bytes(base.with_suffix("." + ext), buf.getvalue())
+        save_figure(fig, base.with_suffix("." + ext))
         names.append(base.with_suffix("." + ext).name)
     return names
 
 
-def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
-    """Run the demo and return its summary (also written to ``out/summary.json``)."""
+def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> dict:
+    """Run the demo and return its summary (also written to ``out/summary.json``).
+
+    ``fast`` uses coarse grids and few samples (for the tests); the analysis is the same.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from . import plots
+    from .basins import basin_grid, gaussian_basin
+    from .critical import critical_sets, regions_table, result_latex, table_latex
     from .derivation import derive
     from .flow import gradient_flow
     from .latex import to_latex, to_markdown
     from .markov import MarkovChain
     from .models import get_model
-    from .plots import loss_curve
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: list[str] = []
-    summary: dict = {"derivations": {}, "flows": []}
+    summary: dict = {"derivations": {}, "critical": {}, "basins": [], "gaussian": [], "flows": [], "fast": fast}
+    grid_n = 48 if fast else 256
+    grid_3d = 10 if fast else 24
+    samples = 200 if fast else 2000
+    box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
+    steps = ["derivations", "critical sets", "figure 1", "basins", "gaussian", "flows", "figures"]
+    bar = _progress(steps, quiet, "demo")
+    it = iter(bar)
 
-    for name in _progress(("ew", "ewb"), quiet, "derivations"):
+    next(it)  # -------------------------------------------------------------- derivations
+    for name in ("ew", "ewb"):
         d = derive(get_model(name))
         atomic_write_text(out / f"derivation_{name}.md", to_markdown(d))
         tex = to_latex(d)
@@ -95,10 +107,9 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
             files.append(f"derivation_{name}.pdf")
         summary["derivations"][name] = {i.name: i.verified for i in d.identities}
 
-    from .critical import critical_sets, regions_table, result_latex, table_latex
-
-    summary["critical"] = {}
-    for name in _progress(("ew", "ewb"), quiet, "critical sets"):
+    next(it)  # ------------------------------------------------------------ critical sets
+    crits = {}
+    for name in ("ew", "ewb"):
         table = regions_table(get_model(name))
         atomic_write_text(out / f"critical_regions_{name}.json", to_json(table))
         atomic_write_text(out / f"critical_regions_{name}.tex", table_latex(table))
@@ -108,38 +119,92 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
         atomic_write_text(out / f"{tag}.tex", result_latex(crit))
         files += [f"critical_regions_{name}.json", f"critical_regions_{name}.tex", f"{tag}.json", f"{tag}.tex"]
         summary["critical"][name] = {"table": table, "at": crit.as_dict(), "file": f"{tag}.json"}
+        crits[(name, FIGURE4_CHAIN)] = crit
 
+    next(it)  # ---------------------------------------------- figure 1: p = q = 0.1 and 0.9
+    ew = get_model("ew")
+    grids = {}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9.6), layout="constrained")
+    for row, pq in enumerate(FIGURE1_CHAINS):
+        chain = MarkovChain(*pq)
+        crit = critical_sets(ew, chain, box)
+        crits[("ew", pq)] = crit
+        grid = basin_grid(ew, chain, box, grid_n)
+        grids[pq] = grid
+        plots.energy_landscape(ew, chain, crit=crit, extent=box, ax=axes[row, 0], resolution=120 if fast else 300)
+        plots.basin_map(grid, crit=crit, ax=axes[row, 1])
+        axes[row, 0].set_title(f"({'ac'[row]}) energy and flow, " + axes[row, 0].get_title())
+        axes[row, 1].set_title(f"({'bd'[row]}) basins, " + axes[row, 1].get_title())
+    files += _save_figure(fig, out / "figure1")
+    plt.close(fig)
+
+    next(it)  # ----------------------------------------------------------------- basins
+    grids[FIGURE4_CHAIN] = basin_grid(ew, MarkovChain(*FIGURE4_CHAIN), box, grid_n)
+    for pq, grid in grids.items():
+        tag = f"basins_ew_p{pq[0]:g}_q{pq[1]:g}"
+        grid.save(out / tag)
+        files += [f"{tag}/basins.npz", f"{tag}/basins.json"]
+        summary["basins"].append({"model": "ew", "dir": tag, **_basin_entry(grid)})
+    ewb = get_model("ewb")
+    g3 = basin_grid(ewb, MarkovChain(*FIGURE4_CHAIN), {**box, "b": (-3.0, 3.0)}, grid_3d)
+    tag = f"basins_ewb_p{FIGURE4_CHAIN[0]:g}_q{FIGURE4_CHAIN[1]:g}"
+    g3.save(out / tag)
+    files += [f"{tag}/basins.npz", f"{tag}/basins.json"]
+    summary["basins"].append({"model": "ewb", "dir": tag, **_basin_entry(g3)})
+
+    next(it)  # -------------------------------------------------- Gaussian initialisation
+    for pq in CHAINS:
+        for name in ("ew", "ewb"):
+            r = gaussian_basin(get_model(name), MarkovChain(*pq), SMALL_SIGMA, samples, SEED)
+            summary["gaussian"].append({k: r[k] for k in ("model", "chain", "sigma", "samples", "seed",
+                                                          "prob_global", "ci95", "counts")})
+    atomic_write_text(out / "gaussian.json", to_json(summary["gaussian"]))
+    files.append("gaussian.json")
+
+    next(it)  # ------------------------------------------------------------------ flows
     rng = np.random.default_rng(SEED)
     small = {"e": float(rng.normal(0, SMALL_SIGMA)), "w": float(rng.normal(0, SMALL_SIGMA))}
-    runs = [
-        (p, q, model, label, init)
-        for p, q in CHAINS
-        for model in ("ew", "ewb")
-        for label, init in (("small Gaussian", small), ("guideline", GUIDELINE))
-    ]
     results = []
-    for p, q, name, label, init in _progress(runs, quiet, "flows"):
-        model = get_model(name)
-        theta0 = [init.get(k, 0.0) for k in model.params]
-        res = gradient_flow(model, MarkovChain(p, q), theta0)
-        tag = f"flow_{name}_p{p:g}_q{q:g}_{label.split()[0].lower()}"
-        write_table(out / f"{tag}.npz", res.columns())
-        files.append(f"{tag}.npz")
-        entry = {"init_label": label, "trajectory": f"{tag}.npz", **res.as_dict()}
-        summary["flows"].append(entry)
-        results.append((p, q, name, label, res))
+    for p, q in CHAINS:
+        for name in ("ew", "ewb"):
+            for label, init in (("small Gaussian", small), ("guideline", GUIDELINE)):
+                model = get_model(name)
+                theta0 = [init.get(k, 0.0) for k in model.params]
+                res = gradient_flow(model, MarkovChain(p, q), theta0)
+                tag = f"flow_{name}_p{p:g}_q{q:g}_{label.split()[0].lower()}"
+                write_table(out / f"{tag}.npz", res.columns())
+                files.append(f"{tag}.npz")
+                summary["flows"].append({"init_label": label, "trajectory": f"{tag}.npz", **res.as_dict()})
+                results.append((p, q, name, label, res))
 
-    fig, axes = plt.subplots(1, len(CHAINS), figsize=(13, 3.8), layout="constrained", sharey=False)
+    next(it)  # ----------------------------------------------------------------- figures
+    fig, axes = plt.subplots(1, len(CHAINS), figsize=(13, 3.9), layout="constrained")
     for ax, (p, q) in zip(axes, CHAINS):
         first = True
         for rp, rq, name, label, res in results:
             if (rp, rq) == (p, q) and name == "ew":
-                loss_curve(res, ax, label=f"{label}: {res.reached}", references=first,
-                           linestyle="-" if first else "-.")
+                plots.loss_curve(res, ax, label=f"{label}: {res.reached}", references=first,
+                                 linestyle="-" if first else "-.")
                 first = False
         ax.set_title(rf"model ew, $p={p:g}$, $q={q:g}$ ($p+q {'<' if p + q < 1 else '>'} 1$)")
     files += _save_figure(fig, out / "loss_curves")
     plt.close(fig)
+
+    chain4 = MarkovChain(*FIGURE4_CHAIN)
+    ew_runs = [res for rp, rq, name, _, res in results if (rp, rq) == FIGURE4_CHAIN and name == "ew"]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    plots.trajectories(ew_runs, ax=ax, background="energy", crit=crits[("ew", FIGURE4_CHAIN)], extent=box)
+    files += _save_figure(fig, out / "trajectories")
+    plt.close(fig)
+
+    starts = np.array([[small["e"], small["w"], 0.0], [GUIDELINE["e"], GUIDELINE["w"], 0.0],
+                       [0.5, 1.0, -1.0], [-1.5, -2.0, 1.0], [2.0, -0.3, 0.5]])
+    fig = plt.figure(figsize=(7.2, 6.2), layout="constrained")
+    ax3 = fig.add_subplot(projection="3d")
+    plots.flow_3d(ewb, chain4, starts, crit=crits[("ewb", FIGURE4_CHAIN)], ax=ax3)
+    files += _save_figure(fig, out / "flow3d_ewb")
+    plt.close(fig)
+    bar.close()
 
     summary["wall_time_s"] = time.perf_counter() - start
     summary["files"] = sorted(files + ["summary.json", "report.md"])
@@ -151,12 +216,24 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False) -> dict:
     return summary
 
 
+def _basin_entry(grid) -> dict:
+    return {
+        "chain": grid.chain.as_dict(),
+        "grid": {k: [float(v[0]), float(v[-1]), int(v.size)] for k, v in grid.axes.items()},
+        "counts": grid.counts(),
+        "fractions": grid.fractions(),
+        "cross_check": grid.cross_check,
+        "seconds": grid.timings["total_s"],
+    }
+
+
 def _report(summary: dict) -> str:
     lines = [
         "# flowlab demo report",
         "",
         "The paper's setting (Makkuva et al., NeurIPS 2024): model `ew` (bias profiled) and `ewb` "
-        "(bias free) on binary Markov chains. Losses in nats.",
+        "(bias free) on binary Markov chains. Losses in nats."
+        + (" **Fast mode**: coarse grids and few samples." if summary.get("fast") else ""),
         "",
         "## Derivations",
         "",
@@ -198,6 +275,49 @@ def _report(summary: dict) -> str:
         lines += [f"| {s['kind']} | {s['dimension']} | {s['loss']:.6f} | `{s['text']}` |" for s in at["sets"]]
         lines.append("")
     lines += [
+        "## Figure 1: energy, flow and basins",
+        "",
+        "Left: contours of the conserved energy E (colour), the normalised flow -grad L/|grad L| "
+        "(streamlines), the critical sets and the separatrix through the saddle. Right: the basins computed "
+        "by integrating the flow from every grid point (green: I*, reaches the bigram model; red: I_min, "
+        "stuck at the unigram model). Top: p = q = 0.1 (p + q < 1); bottom: p = q = 0.9 (p + q > 1).",
+        "",
+        "![Figure 1](figure1.png)",
+        "",
+        "## Basins of convergence",
+        "",
+        "| model | p | q | grid | global | non-global | undetermined | agreement with the invariant | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in summary["basins"]:
+        c, f = b["chain"], b["fractions"]
+        grid = "x".join(str(v[2]) for v in b["grid"].values())
+        agree = "n/a" if not b["cross_check"] else f"{b['cross_check']['agreement_far']:.5f}"
+        lines.append(
+            f"| {b.get('model', 'ew')} | {c['p']:g} | {c['q']:g} | [{grid}]({b['dir']}/basins.json) | {f['global']:.4f} | "
+            f"{f['nonglobal']:.4f} | {f['undetermined']:.4f} | {agree} | {b['seconds']:.2f} |"
+        )
+    lines += [
+        "",
+        "Agreement: the fraction of grid points farther than 0.02 (in E) from the separatrix whose flow label "
+        "equals the exact label from the conserved energy (MODELS.md section 3).",
+        "",
+        f"## Gaussian initialisation (sigma = {SMALL_SIGMA})",
+        "",
+        "| model | p | q | P(global) | 95% CI | global / non-global / undetermined |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in summary["gaussian"]:
+        c, n = g["chain"], g["counts"]
+        lines.append(
+            f"| {g['model']} | {c['p']:g} | {c['q']:g} | {g['prob_global']:.4f} | "
+            f"[{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}] | {n['global']} / {n['nonglobal']} / {n['undetermined']} |"
+        )
+    lines += [
+        "",
+        "As MODELS.md says: near the origin the flow reaches the bigram model when p + q < 1 and gets stuck "
+        "at the unigram model when p + q > 1.",
+        "",
         "## Gradient flows",
         "",
         f"Initialisations: a small Gaussian draw (sigma = {SMALL_SIGMA}, seed {SEED}) and the guideline "
@@ -219,6 +339,15 @@ def _report(summary: dict) -> str:
         "2e^2 dL/db, so its drift there is not an error.",
         "",
         "![loss curves](loss_curves.png)",
+        "",
+        "At p = 0.5, q = 0.8, the two flows of `ew` over the energy landscape:",
+        "",
+        "![trajectories](trajectories.png)",
+        "",
+        "Model `ewb` (bias free) at p = 0.5, q = 0.8 in 3-D: flows from five starts, the global-minimum "
+        "curve (lifted by b = b*(theta)) and the unigram line:",
+        "",
+        "![3-D flow](flow3d_ewb.png)",
         "",
         f"Wall time: {summary['wall_time_s']:.1f} s.",
         "",

@@ -40,6 +40,29 @@ def to_json(obj) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
+#: Figure formats, chosen by the file extension.
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def check_figure_path(path) -> Path:
+    """The path of a figure, refused up front when its extension is not a known format."""
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise FlowlabInputError(
+            f"cannot write the figure {path}: the extension must be one of "
+            + ", ".join("." + f for f in FIGURE_FORMATS)
+        )
+    return path
+
+
+def save_figure(fig, path, *, dpi: int = 200) -> Path:
+    """Render ``fig`` in memory and write it atomically (format from the extension)."""
+    path = check_figure_path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lower().lstrip("."), dpi=dpi)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def write_table(path, columns: dict[str, np.ndarray]) -> Path:
     """Write named 1-D columns as .npz or .csv, chosen by the file extension."""
     path = Path(path)

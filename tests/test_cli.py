@@ -32,12 +32,14 @@ def test_help_imports_no_heavy_module():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("sub", ["derive", "eval", "flow", "demo"])
+@pytest.mark.parametrize("sub", ["derive", "eval", "flow", "critical", "basins", "plot", "demo"])
 def test_subcommand_help_shows_defaults(sub):
     out = run(sub, "--help").stdout
     assert "usage: flowlab " + sub in out
-    if sub in ("flow", "derive"):
+    if sub in ("flow", "derive", "critical", "basins", "plot"):
         assert "(default:" in out
+    if sub in ("critical", "basins", "plot"):
+        assert "examples:\n  flowlab " + sub in out
 
 
 def test_cli_constants_match_the_library():
@@ -135,3 +137,28 @@ def test_derive_formats(fmt, tmp_path):
         assert text.startswith("\\documentclass") and text.rstrip().endswith("\\end{document}")
     else:
         assert "## At p = 0.5, q = 0.8" in text
+
+
+def test_plot_refuses_bad_requests_before_any_work(tmp_path, capsys):
+    from flowlab.cli import main
+
+    for argv, what in (
+        (["plot", "landscape", "--p", "0.1", "--q", "0.1", "--out", str(tmp_path / "f.jpg")], "extension"),
+        (["plot", "flow3d", "--p", "0.1", "--q", "0.1", "--at", "e=1,w=1", "--out", str(tmp_path / "f.png")], "3-D"),
+        (["plot", "landscape", "--model", "ewb", "--p", "0.1", "--q", "0.1", "--out", str(tmp_path / "f.png")], "plane"),
+        (["plot", "trajectories", "--p", "0.1", "--q", "0.1", "--out", str(tmp_path / "f.png")], "--at"),
+        (["plot", "loss", "--p", "0.1", "--q", "0.1", "--at", "e=1,x=2", "--out", str(tmp_path / "f.png")], "unknown"),
+    ):
+        assert main(argv) == 2, argv
+        assert what in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_writes_each_format(tmp_path):
+    from flowlab.cli import main
+
+    for ext, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")):
+        out = tmp_path / f"loss{ext}"
+        assert main(["plot", "loss", "--p", "0.5", "--q", "0.8", "--at", "e=0.02,w=0.01", "--at", "e=1,w=-1.5",
+                     "--t-max", "200", "--out", str(out)]) == 0
+        assert out.read_bytes()[:len(magic)] == magic

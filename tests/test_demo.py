@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_writes_a_consistent_report(tmp_path):
     from flowlab import run_demo
 
-    summary = run_demo(tmp_path / "out", quiet=True)
+    summary = run_demo(tmp_path / "out", quiet=True, fast=True)
     out = tmp_path / "out"
     for name in summary["files"]:
         assert (out / name).stat().st_size > 0, name
@@ -22,6 +22,11 @@ def test_demo_writes_a_consistent_report(tmp_path):
     report = (out / "report.md").read_text()
     for link in re.findall(r"\]\(([^)]+)\)", report):
         assert (out / link).exists(), link
+    for figure in ("figure1", "loss_curves", "trajectories", "flow3d_ewb"):
+        assert f"({figure}.png)" in report
+        png = (out / f"{figure}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+        assert (out / f"{figure}.pdf").read_bytes()[:5] == b"%PDF-"
     for flow in summary["flows"]:
         c = flow["chain"]
         if flow["model"] == "ew":
@@ -31,8 +36,16 @@ def test_demo_writes_a_consistent_report(tmp_path):
         with np.load(out / flow["trajectory"], allow_pickle=False) as data:
             assert data["loss"][-1] == flow["loss"]
     assert all(all(v.values()) for v in summary["derivations"].values())
-    png = (out / "loss_curves.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    for b in summary["basins"]:
+        if b["cross_check"]:
+            assert b["cross_check"]["agreement_far"] >= 0.999
+        with np.load(out / b["dir"] / "basins.npz", allow_pickle=False) as data:
+            assert data["label"].size == b["counts"]["total"]
+    for g in summary["gaussian"]:
+        below = g["chain"]["p"] + g["chain"]["q"] < 1
+        assert (g["prob_global"] > 0.95) if below else (g["prob_global"] < 0.05), g
+    for name in ("ew", "ewb"):
+        assert all(summary["critical"][name]["table"]["complete"].values())
 
 
 def test_readme_commands_match_ci():

@@ -4,9 +4,10 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import ref_basin
+from conftest import SEPARATRIX, ref_basin, ref_energy
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 
@@ -21,7 +22,13 @@ def test_example_fast_mode(path, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(path), "--fast", "--out", str(out)])
     results = runpy.run_path(str(path), run_name="not_main")["main"]()
     assert out.stat().st_size > 10_000
-    if path.name == "first_flow.py":
+    if path.name in ("first_flow.py", "trajectories.py"):
         for res in results.values():
             e, w = res.theta[0]
             assert res.reached == ref_basin(0.5, 0.8, e, w)
+    if path.name == "figure1.py":
+        for (p, q), grid in results.items():
+            e, w = grid.axes["e"], grid.axes["w"]
+            ref = np.array([[1 if ref_basin(p, q, a, b) == "global" else 0 for b in w] for a in e])
+            far = np.array([[abs(ref_energy(a, b) - SEPARATRIX) > 0.05 for b in w] for a in e])
+            assert np.array_equal(grid.label[far], ref[far])
