@@ -15,7 +15,7 @@ from .errors import FlowlabInputError
 
 #: Preset model names and solver methods, kept equal to flowlab.models.PRESETS and
 #: flowlab.flow.METHODS by a test (importing those modules here would slow down --help).
-MODEL_NAMES = ("ew", "ewb")
+MODEL_NAMES = ("ew", "ewb", "ewa", "ewab")
 METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
 
 EXIT_INPUT = 2
@@ -161,6 +161,8 @@ def cmd_derive(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import numpy as np
+
     from .io import to_json
     from .models import get_model
     from .numeric import NumericModel
@@ -168,14 +170,29 @@ def cmd_eval(args) -> int:
     model, chain = get_model(args.model), _chain(args)
     theta = point_vector(model, parse_point(args.at))
     result = NumericModel(model, chain).evaluate(theta)
+    if args.context is not None:
+        from .context import ContextModel
+
+        cm = ContextModel(model, chain, args.context)
+        loss, grad = cm.loss_and_gradient(theta)
+        result["long_context"] = {"loss": result["loss"], "gradient": result["gradient"]}
+        result.update(context=args.context, loss=float(loss), gradient=dict(zip(model.params, grad.tolist())),
+                      gradient_norm=float(np.linalg.norm(grad)), context_dropped_mass=cm.terms.dropped_mass)
+        if model.bias == "profiled":
+            result["optimal_bias"] = float(cm.optimal_bias(theta))
+        for key in ("hessian", "gap"):  # long-context quantities: kept under long_context
+            result["long_context"][key] = result.pop(key)
     if args.json:
         _write(to_json(result), None)
     else:
         print(f"model {model.name} at {args.at}  (p={chain.p:g}, q={chain.q:g}, {chain.regime})")
         print(f"  loss      {result['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
+        if args.context is not None:
+            print(f"  (finite context N = {args.context}; long-context loss {result['long_context']['loss']:.12g})")
         print("  gradient  " + "  ".join(f"{k}={v:.6g}" for k, v in result["gradient"].items()))
-        print("  hessian   " + "  ".join(str([round(x, 6) for x in row]) for row in result["hessian"]))
-        print(f"  gap D     {result['gap']:.12g}   (D* = {chain.optimal_gap:.12g})")
+        long = result.get("long_context", result)
+        print("  hessian   " + "  ".join(str([round(x, 6) for x in row]) for row in long["hessian"]))
+        print(f"  gap D     {long['gap']:.12g}   (D* = {chain.optimal_gap:.12g}, long context)")
         for k, v in result["invariants"].items():
             print(f"  {k:<9} {v if v is None else format(v, '.12g')}")
     if chain.degenerate:
@@ -192,7 +209,7 @@ def cmd_flow(args) -> int:
     theta0 = point_vector(model, parse_point(args.at))
     result = gradient_flow(
         model, chain, theta0, t_max=args.t_max, grad_tol=args.grad_tol, method=args.method,
-        rtol=args.rtol, atol=args.atol, allow_degenerate=args.allow_degenerate,
+        rtol=args.rtol, atol=args.atol, allow_degenerate=args.allow_degenerate, context=args.context,
     )
     payload = result.as_dict()
     if args.trajectory:
@@ -291,6 +308,30 @@ def cmd_basins(args) -> int:
     return 0
 
 
+def cmd_chain(args) -> int:
+    """Facts of a chain: binary (--p/--q) or k-state (--kernel FILE)."""
+    from .io import to_json
+
+    if args.kernel:
+        if args.p is not None or args.q is not None:
+            raise FlowlabInputError("give either --kernel FILE or --p/--q, not both")
+        from .kstate import KStateChain
+
+        chain = KStateChain.from_file(args.kernel)
+        facts = chain.as_dict()
+    else:
+        chain = _chain(args)
+        if chain is None:
+            raise FlowlabInputError("give --p and --q, or --kernel FILE (a k x k kernel as JSON or CSV)")
+        facts = chain.as_dict()
+    if args.json:
+        sys.stdout.write(to_json(facts))
+    else:
+        for key, value in facts.items():
+            print(f"{key:>{max(map(len, facts))}}: {value}")
+    return 0
+
+
 PLOT_KINDS = ("landscape", "basins", "trajectories", "loss", "flow3d")
 
 
@@ -364,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    p = sub.add_parser("chain", formatter_class=fmt, help="facts of a chain: stationary law, entropy rate, unigram loss",
+                       description="Stationary law, entropy rate (the bigram loss), unigram loss and the optimal gap of a "
+                       "binary chain (--p/--q) or of a k-state chain (--kernel FILE: a JSON list of rows, "
+                       "{\"kernel\": [...]}, or a CSV file without header).")
+    p.add_argument("--p", type=_float, help="switching probability P(0->1), in (0, 1)")
+    p.add_argument("--q", type=_float, help="switching probability P(1->0), in (0, 1)")
+    p.add_argument("--kernel", metavar="FILE", help="a k x k transition matrix (.json or .csv)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_chain)
+
     p = sub.add_parser("derive", formatter_class=fmt, help="symbolic loss, gradient, Hessian, gap, invariants",
                        description="Derive a model's loss and its consequences with SymPy; print LaTeX, Markdown or JSON.")
     _add_model(p, chain_required=False)
@@ -375,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate the compiled model at one point.")
     _add_model(p, chain_required=True)
     p.add_argument("--at", required=True, help="the point, e.g. e=0.3,w=-1.2")
+    p.add_argument("--context", type=_positive_int, metavar="N",
+                   help="exact finite-context loss over positions 1..N (default: the long-context limit)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -391,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory", metavar="FILE", help="also write the trajectory (.npz or .csv)")
     p.add_argument("--allow-degenerate", action="store_true",
                    help="integrate even when p + q = 1 (every critical point is then global)")
+    p.add_argument("--context", type=_positive_int, metavar="N",
+                   help="flow of the exact finite-context loss over positions 1..N (default: long context)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_flow)
 

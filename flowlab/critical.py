@@ -598,7 +598,7 @@ def critical_sets(
         complete=bool(complete),
         sets=tuple(sets),
         method=used,
-        message="; ".join(notes),
+        message="; ".join(dict.fromkeys(notes)),
         agreement=agreement,
         timings=timings,
     )

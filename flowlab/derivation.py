@@ -21,7 +21,7 @@ from functools import cache, cached_property
 
 import sympy as sp
 
-from .models import BIAS, TOKEN, Model, param_symbol
+from .models import ATTENTION, BIAS, TOKEN, Model, param_symbol
 from .special import (
     bias_quadratic,
     closed_forms,
@@ -153,8 +153,10 @@ class Derivation:
         self.params = model.symbols
         f = model.full_logit
         self.logit = f
-        self.logit0 = f.subs(TOKEN, 0)
-        self.logit1 = f.subs(TOKEN, 1)
+        # Long-context limit: the attention average m_n tends to pi1 (law of large numbers).
+        self.logit_long = f.subs(ATTENTION, PI1)
+        self.logit0 = self.logit_long.subs(TOKEN, 0)
+        self.logit1 = self.logit_long.subs(TOKEN, 1)
         self.gap = sp.factor(sp.expand(self.logit1 - self.logit0))
         self.profiled = model.bias == "profiled"
 

@@ -95,6 +95,27 @@ class FlowResult:
         return cols
 
 
+class _ContextAdapter:
+    """The finite-context loss with the interface classify_endpoint needs (Hessian by differences)."""
+
+    def __init__(self, cm, nm):
+        self.cm, self.chain, self.invariants = cm, nm.chain, nm.invariants
+
+    def loss(self, theta):
+        return self.cm.loss(theta)
+
+    def gradient(self, theta):
+        return self.cm.gradient(theta)
+
+    def hessian(self, theta, h=1e-5):
+        theta = np.asarray(theta, dtype=np.float64)
+        n = theta.size
+        steps = np.eye(n) * h
+        g = self.cm.gradient(np.concatenate([theta + steps, theta - steps]))
+        H = (g[:n] - g[n:]) / (2 * h)
+        return 0.5 * (H + H.T)
+
+
 def classify_endpoint(nm: NumericModel, theta: np.ndarray, *, loss_tol: float, hess_tol: float):
     """('global' | 'local' | 'undetermined', reason) for a converged end point."""
     chain = nm.chain
@@ -130,9 +151,12 @@ def gradient_flow(
     loss_tol: float = 1e-9,
     hess_tol: float = 1e-8,
     allow_degenerate: bool = False,
+    context: int | None = None,
 ) -> FlowResult:
     """Integrate the gradient flow of ``model`` on ``chain`` from ``theta0``.
 
+    ``context=N`` uses the exact finite-context loss over positions 1..N
+    (:class:`flowlab.context.ContextModel`) instead of the long-context limit.
     Raises :class:`FlowlabInputError` for p + q = 1 unless ``allow_degenerate`` (the
     verdict global/unigram is then vacuous and the result says so).
     """
@@ -154,10 +178,18 @@ def gradient_flow(
         raise FlowlabInputError(
             f"the initial point of {model.name!r} needs {len(model.params)} values {list(model.params)}"
         )
-    grad_fn, p, q = nm.compiled.gradient, chain.p, chain.q
+    if context is None:
+        grad_fn, p, q = nm.compiled.gradient, chain.p, chain.q
 
-    def rhs(_t, y):
-        return -np.array(grad_fn(*y, p, q), dtype=np.float64)
+        def rhs(_t, y):
+            return -np.array(grad_fn(*y, p, q), dtype=np.float64)
+    else:
+        from .context import ContextModel
+
+        nm = _ContextAdapter(ContextModel(model, chain, context), nm)
+
+        def rhs(_t, y):
+            return -nm.gradient(y)
 
     def converged(_t, y):
         return float(np.linalg.norm(rhs(_t, y))) - grad_tol

@@ -63,9 +63,16 @@ def sections(d: Derivation, chain: MarkovChain | None = None) -> list[Section]:
             "Model",
             f"`{m.name}`: {m.description}. Parameters ({names}); the bias is {m.bias}. "
             "Token $x\\in\\{0,1\\}$; $\\sigma(z) = 1/(1+e^{-z})$, "
-            "$\\operatorname{softplus}(z) = \\log(1+e^{z})$; logarithms are natural (nats).",
+            "$\\operatorname{softplus}(z) = \\log(1+e^{z})$; logarithms are natural (nats)."
+            + (
+                " The logit reads the causal attention average $m_n = \\frac{1}{n}\\sum_{i\\le n} x_i$, which tends "
+                "to $\\pi_1$ for long contexts: below, $m = \\pi_1$ (the long-context limit; the exact finite-context "
+                "loss over positions $1..N$ is computed numerically by a dynamic programme, `--context N`)."
+                if m.uses_attention
+                else ""
+            ),
             (
-                Equation(f"f({theta};x)", tex(d.logit)),
+                Equation(f"f({theta};x{',m' if m.uses_attention else ''})", tex(d.logit)),
                 Equation("D", tex(d.gap)),
             ),
         ),

@@ -14,6 +14,8 @@ from ._checks import FlowlabInputError
 
 #: The current token x_n in {0, 1}.
 TOKEN = sp.Symbol("x", real=True)
+#: The attention average m_n = (1/n) sum_{i <= n} x_i (MODELS.md section 4); m -> pi1 for long contexts.
+ATTENTION = sp.Symbol("m", real=True)
 #: The name of the bias parameter when the bias is free.
 BIAS = "b"
 
@@ -48,19 +50,26 @@ class Model:
             raise FlowlabInputError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
         if len(set(self.params)) != len(self.params) or not self.params:
             raise FlowlabInputError(f"parameter names must be distinct and non-empty: {self.params}")
-        if TOKEN.name in self.params:
-            raise FlowlabInputError(f"{TOKEN.name!r} is the token and cannot be a parameter name")
+        for reserved, what in ((TOKEN.name, "the token"), (ATTENTION.name, "the attention average")):
+            if reserved in self.params:
+                raise FlowlabInputError(f"{reserved!r} is {what} and cannot be a parameter name")
         if (BIAS in self.params) != (self.bias == "free"):
             raise FlowlabInputError(
                 f"the parameter {BIAS!r} is the bias: it appears exactly when bias='free'"
             )
-        allowed = set(self.symbols) | {TOKEN}
+        allowed = set(self.symbols) | {TOKEN, ATTENTION}
         stray = self.full_logit.free_symbols - allowed
         if stray:
             raise FlowlabInputError(
                 f"logit of {self.name!r} uses unknown symbols {sorted(map(str, stray))}; "
-                f"allowed: parameters {list(self.params)} and the token {TOKEN.name!r}"
+                f"allowed: parameters {list(self.params)}, the token {TOKEN.name!r} and the attention "
+                f"average {ATTENTION.name!r}"
             )
+
+    @property
+    def uses_attention(self) -> bool:
+        """True when the logit reads the attention average m (not only the current token)."""
+        return ATTENTION in self.logit.free_symbols
 
     @property
     def symbols(self) -> tuple[sp.Symbol, ...]:
@@ -97,11 +106,25 @@ def _ew() -> Model:
     )
 
 
+def _ewa() -> Model:
+    e, w, a = param_symbol("e"), param_symbol("w"), param_symbol("a")
+    s = (TOKEN - sp.Rational(1, 2)) + a * (ATTENTION - sp.Rational(1, 2))
+    return Model(
+        name="ewa",
+        params=("e", "w", "a"),
+        logit=e**2 * (s + 4 * w * sp.Abs(w) * sp.Max(s, 0)),
+        description="model ew with the attention scalar a (MODELS.md section 4): residual stream e s alpha with "
+        "s = (x - 1/2) + a (m - 1/2), m the causal attention average; bias profiled",
+    )
+
+
 def _presets() -> dict[str, Model]:
     ew = _ew()
     ewb = ew.with_free_bias("ewb")
     ewb = replace(ewb, description="model ew with the bias b free (what SGD trains)")
-    return {m.name: m for m in (ew, ewb)}
+    ewa = _ewa()
+    ewab = replace(ewa.with_free_bias("ewab"), description="model ewa with the bias b free")
+    return {m.name: m for m in (ew, ewb, ewa, ewab)}
 
 
 PRESETS: dict[str, Model] = _presets()

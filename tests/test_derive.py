@@ -92,7 +92,7 @@ def test_optimal_gap_zeroes_ell_prime_numerically():
         assert abs(f(p, q)) < 1e-14
 
 
-@pytest.mark.parametrize("name", ["ew", "ewb"])
+@pytest.mark.parametrize("name", ["ew", "ewb", "ewa", "ewab"])
 def test_committed_derivations_are_regenerated_byte_for_byte(name):
     committed = (ROOT / "derivations" / f"{name}.md").read_bytes()
     assert to_markdown(derive(get_model(name))).encode() == committed, (
@@ -101,7 +101,7 @@ def test_committed_derivations_are_regenerated_byte_for_byte(name):
     )
 
 
-@pytest.mark.parametrize("name", ["ew", "ewb"])
+@pytest.mark.parametrize("name", ["ew", "ewb", "ewa"])
 def test_latex_compiles_with_pdflatex(name, tmp_path, in_ci):
     exe = shutil.which("pdflatex")
     if exe is None:
