@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-from conftest import CHAINS_ABOVE, CHAINS_BELOW, ref_energy
 from scipy.optimize import minimize_scalar
 
+from conftest import CHAINS_ABOVE, CHAINS_BELOW, ref_energy
 from flowlab import MarkovChain, NumericModel, get_model
 from flowlab.context import ContextModel, context_terms
 from flowlab.flow import gradient_flow
