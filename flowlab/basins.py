@@ -230,6 +230,7 @@ class BasinGrid:
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "grid": {k: {"lo": float(v[0]), "hi": float(v[-1]), "n": int(v.size)} for k, v in self.axes.items()},
+            "shape": list(self.label.shape),
             "method": self.method,
             "settings": self.settings,
             "labels": self.reference.as_dict(),
@@ -255,20 +256,32 @@ class BasinGrid:
         return [out / "basins.npz", out / "basins.json"]
 
 
-def _axes(model: Model, ranges, n: int) -> dict[str, np.ndarray]:
+def _axes(model: Model, ranges, n: int, fixed=None) -> dict[str, np.ndarray]:
+    """One axis per parameter: n points over its range, or the single value of a fixed parameter."""
     from .critical import make_box
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise FlowlabInputError(f"grid must be an integer >= 2 (points per axis), got {n!r}")
+    fixed = dict(fixed or {})
+    unknown = [k for k in fixed if k not in model.params]
+    clash = [k for k in fixed if k in (ranges or {})]
+    if unknown or clash:
+        raise FlowlabInputError(
+            f"fixed parameters must be parameters of {model.name!r} {list(model.params)} without a range; "
+            f"got {', '.join(unknown + clash)}"
+        )
+    if len(fixed) >= len(model.params):
+        raise FlowlabInputError("at least one parameter must vary over the grid")
+    fixed = {k: real_number(v, f"fixed value of {k}") for k, v in fixed.items()}
     box = make_box(model, ranges)
-    total = n ** len(model.params)
+    total = n ** (len(model.params) - len(fixed))
     if total > MAX_POINTS:
         raise FlowlabInputError(
             f"a {'x'.join([str(n)] * len(model.params))} grid has {total:.3g} points, above the limit "
             f"{MAX_POINTS:.3g} (labels alone would take {total / 2**30:.2g} GiB and the flow at ~1e5 points/s "
             f"about {total / 1e5 / 3600:.2g} h); use a coarser grid or a smaller range"
         )
-    return {k: np.linspace(lo, hi, n) for k, (lo, hi) in box.items()}
+    return {k: np.array([fixed[k]]) if k in fixed else np.linspace(lo, hi, n) for k, (lo, hi) in box.items()}
 
 
 def _progress_bar(total, quiet, desc):
@@ -288,8 +301,12 @@ def basin_grid(
     max_seconds: float = 1800.0,
     cross_check: bool = True,
     quiet: bool = True,
+    fixed=None,
 ) -> BasinGrid:
     """Label every point of a grid over the box ``ranges`` ({name: (lo, hi)}, default -3..3).
+
+    ``fixed`` ({name: value}) holds some parameters at one value: a slice (e.g. a = 0.5 of model
+    ``ewa``); their axes have length 1 and the label array keeps the parameter order.
 
     A grid whose estimated time (from a pilot of 1024 points) exceeds ``max_seconds`` is refused
     before the work starts. With ``method="flow"`` on ``ew`` the labels are cross-checked against
@@ -304,9 +321,12 @@ def basin_grid(
         raise FlowlabInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     settings = settings or FlowSettings()
     max_seconds = real_number(max_seconds, "max_seconds")
-    axes = _axes(model, ranges, grid)
+    axes = _axes(model, ranges, grid, fixed)
     t0 = time.perf_counter()
-    box = {k: (float(v[0]), float(v[-1])) for k, v in axes.items()}
+    # the critical sets are searched in the full box (a fixed parameter keeps its default range)
+    from .critical import make_box
+
+    box = {k: (float(v[0]), float(v[-1])) if v.size > 1 else make_box(model, {})[k] for k, v in axes.items()}
     if chain.degenerate:
         raise FlowlabInputError(
             f"p + q = 1 (p={chain.p:g}, q={chain.q:g}): the chain is i.i.d., unigram = bigram, and every "
@@ -347,10 +367,11 @@ def basin_grid(
         chain=chain,
         params=model.params,
         axes=axes,
-        label=labels.reshape([grid] * len(axes)),
+        label=labels.reshape([v.size for v in axes.values()]),
         method=method,
         reference=ref,
-        settings={"grid": grid, **(settings.__dict__ if method == "flow" else {})},
+        settings={"grid": grid, "fixed": {k: float(v[0]) for k, v in axes.items() if v.size == 1},
+                  **(settings.__dict__ if method == "flow" else {})},
         timings=timings,
         cross_check=check,
         stats=stats,

@@ -284,8 +284,9 @@ def cmd_basins(args) -> int:
             print(f"  counts: global {c['global']}, non-global {c['nonglobal']}, undetermined {c['undetermined']}")
         return 0
     grid = 128 if args.grid is None else args.grid
+    fixed = parse_point(args.fix) if args.fix else None
     result = basin_grid(model, chain, parse_box(args.range), grid, method=args.method, settings=settings,
-                        max_seconds=args.max_seconds, quiet=args.quiet)
+                        max_seconds=args.max_seconds, quiet=args.quiet, fixed=fixed)
     payload = result.as_dict()
     if args.out:
         paths = result.save(args.out)
@@ -294,8 +295,9 @@ def cmd_basins(args) -> int:
         sys.stdout.write(to_json(payload))
     else:
         c, f = payload["counts"], payload["fractions"]
-        print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), {'x'.join([str(grid)] * len(model.params))} "
-              f"grid, method {args.method}: {payload['timings']['total_s']:.2f} s")
+        shape = "x".join(str(n) for n in payload["shape"])
+        print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), {shape} grid"
+              + (f" at {args.fix}" if args.fix else "") + f", method {args.method}: {payload['timings']['total_s']:.2f} s")
         print(f"  global     {c['global']:>9}  ({f['global']:.4f})  -> {', '.join(result.reference.global_sets)}")
         print(f"  non-global {c['nonglobal']:>9}  ({f['nonglobal']:.4f})  -> {', '.join(result.reference.nonglobal_min_sets)}")
         print(f"  undetermined {c['undetermined']:>7}  ({f['undetermined']:.4f})")
@@ -352,7 +354,10 @@ def cmd_plot(args) -> int:
     if args.kind in ("trajectories", "loss", "flow3d") and not starts:
         raise FlowlabInputError(f"plot {args.kind} needs at least one --at start point, e.g. --at e=0.1,w=0.1")
     three_d = args.kind == "flow3d"
-    if three_d != (len(model.params) == 3) and args.kind != "loss":
+    if args.fix and args.kind != "basins":
+        raise FlowlabInputError("--fix (a slice) applies to plot basins only")
+    n_free = len(model.params) - (len(parse_point(args.fix)) if args.fix else 0)
+    if three_d != (n_free == 3) and args.kind != "loss":
         raise FlowlabInputError(
             f"plot {args.kind} draws {'three-parameter flows in 3-D' if three_d else 'a plane of two parameters'}; "
             f"{model.name!r} has {len(model.params)} ({', '.join(model.params)})"
@@ -368,7 +373,9 @@ def cmd_plot(args) -> int:
         from .basins import basin_grid
 
         chain.require_nondegenerate("basins")
-        plots.basin_map(basin_grid(model, chain, box, args.grid, quiet=args.quiet), ax=ax)
+        fixed = parse_point(args.fix) if args.fix else None
+        box = {k: v for k, v in box.items() if not fixed or k not in fixed}
+        plots.basin_map(basin_grid(model, chain, box, args.grid, quiet=args.quiet, fixed=fixed), ax=ax)
     else:
         from .flow import gradient_flow
 
@@ -485,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_positive_int, default=None, help="points per axis (default 128)")
     p.add_argument("--range", action="append", metavar="NAME:LO:HI",
                    help="grid range of one parameter (repeatable); others default to -3:3")
+    p.add_argument("--fix", metavar="NAME=VALUE,...", help="hold parameters fixed: a slice, e.g. a=0.5 for model ewa")
     p.add_argument("--method", choices=("flow", "invariant"), default="flow",
                    help="flow: batch integration (any model); invariant: exact from the conserved E (ew)")
     p.add_argument("--gaussian", type=_float, metavar="SIGMA", help="random starts theta0 ~ N(0, SIGMA^2 I) instead of a grid")
@@ -516,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plotted range of one parameter (repeatable); others default to -3:3")
     p.add_argument("--at", action="append", metavar="POINT", help="a start point, e.g. e=0.1,w=0.1 (repeatable)")
     p.add_argument("--grid", type=_positive_int, default=256, help="basin grid points per axis")
+    p.add_argument("--fix", metavar="NAME=VALUE,...", help="basins: hold parameters fixed (a slice), e.g. a=0.5")
     p.add_argument("--resolution", type=_positive_int, default=300, help="landscape sampling per axis")
     p.add_argument("--t-max", type=_float, default=1e4, help="flow time limit for trajectories")
     p.add_argument("--dpi", type=_positive_int, default=200, help="resolution of PNG output")

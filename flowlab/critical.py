@@ -31,6 +31,8 @@ import numpy as np
 
 from ._checks import FlowlabInputError, real_number
 from .critical_numeric import ISOLATED_RADIUS
+from .derivation import P as P_SYM
+from .derivation import Q as Q_SYM
 from .markov import MarkovChain
 from .models import Model
 from .numeric import NumericModel
@@ -140,9 +142,10 @@ def _in_box(x, lo, hi):
 
 
 # ------------------------------------------------------------------------- symbolic sets
-def _level_points(nm: NumericModel, target: float, lo, hi, per_axis=161):
+def _level_points(nm: NumericModel, target: float, lo, hi, per_axis=None):
     """Points of {D = target} in the box: sign changes along grid lines, refined by bisection."""
     n = lo.size
+    per_axis = per_axis or {1: 1001, 2: 161}.get(n, 41)
     axes = [np.linspace(lo[i], hi[i], per_axis) for i in range(n)]
     pts = []
     for i in range(n):
@@ -194,11 +197,15 @@ class _SymbolicAssembly:
         self.chain = chain
         self.nm = NumericModel(self.prof, chain)
         self.params = self.prof.params
+        self.prof_symbols = [sp.Symbol(n, real=True) for n in self.params]
         self.lo, self.hi = _bounds(box, self.params)
         self.full_lo, self.full_hi = _bounds(box, model.params)
         self.samples = samples
         self.dstar = chain.optimal_gap
         self.sides: list = []
+        subs = {P_SYM: chain.p, Q_SYM: chain.q}
+        self.region_fns = [sp.lambdify(self.prof_symbols, r.subs(subs), "numpy")
+                           for r in (self.structure.region if self.structure is not None else ())]
 
     # lifting profiled points to the model's coordinates
     def lift(self, pts):
@@ -258,9 +265,10 @@ class _SymbolicAssembly:
         names = [str(s) for s in self.params]
         fixed = comp.fixed_dict
         free = comp.free
-        fixed_fns = {str(s): sp.lambdify(free, v, "numpy") for s, v in fixed.items()}
+        chain_subs = {P_SYM: self.chain.p, Q_SYM: self.chain.q}
+        fixed_fns = {str(s): sp.lambdify(free, v.subs(chain_subs), "numpy") for s, v in fixed.items()}
         split = self.structure.split
-        d0 = float(comp.gap_value)
+        d0 = float(comp.gap_value.subs(chain_subs))
         loss, lp = (float(v) for v in self.nm.profiled_loss(np.array(d0)))
         # ell'(D0) = 0 exactly when D0 = D* (p + q = 1 for the unigram set, D0 = 0): all global.
         at_optimum = lp == 0.0 or abs(d0 - self.dstar) <= 1e-12 * max(1.0, abs(self.dstar))
@@ -289,7 +297,8 @@ class _SymbolicAssembly:
                 ok |= m
             return ok
 
-        curv_fn = sp.lambdify(free, comp.curvature, "numpy") if comp.curvature is not None and free else None
+        curv_fn = (sp.lambdify(free, comp.curvature.subs(chain_subs), "numpy")
+                   if comp.curvature is not None and free else None)
 
         def curvature(x):
             vals = [x[:, names.index(str(s))] for s in free]
@@ -367,6 +376,8 @@ class _SymbolicAssembly:
                 self.make_set(kind, dim, loss, base_tex + r",\ " + where_tex, base_txt + ", " + where_txt, pts[sel],
                               f"{what}, normal curvature of D {rel} 0", member)
             )
+        if dim >= 2 and comp.splits:
+            out.extend(self._split_sets(comp, coords, curvature, in_cases, fixed, loss, d0, sgn, at_optimum, what))
         for x0, sd in split_pts:
             if not (_in_box(x0[None], self.lo, self.hi)[0] and in_cases(x0[None])[0]):
                 continue
@@ -382,6 +393,73 @@ class _SymbolicAssembly:
                               f"{what}, where its normal curvature changes sign", member)
             )
         return out
+
+    def _split_sets(self, comp, coords, curvature, in_cases, fixed, loss, d0, sgn, at_optimum, what):
+        """Where the normal curvature changes sign on a component with >= 2 free variables: each
+        solution of c = 0 gives one free variable as a function of the others (a curve or more),
+        sampled over the box and classified from higher order at a few of its points."""
+        sp = self.sp
+        names = [str(s) for s in self.params]
+        out = []
+        for sol in comp.splits:
+            sd = dict(sol)
+            solved = [s for s in comp.free if s in sd]
+            rest = [s for s in comp.free if s not in sd]
+            if len(solved) != 1 or not rest:
+                continue
+            (z,) = solved
+            fz = sp.lambdify(rest, sd[z].subs({P_SYM: self.chain.p, Q_SYM: self.chain.q}), "numpy")
+            per = max(2, int(round(400 ** (1 / len(rest)))))
+            idx = [names.index(str(r)) for r in rest]
+            grids = np.meshgrid(*[np.linspace(self.lo[i], self.hi[i], per) for i in idx], indexing="ij")
+            rest_vals = np.stack([g.ravel() for g in grids], -1)
+            with np.errstate(all="ignore"):
+                zv = np.asarray(fz(*rest_vals.T), dtype=complex) * np.ones(len(rest_vals))
+            real = np.abs(zv.imag) <= 1e-12 * (1 + np.abs(zv.real))
+            free_vals = np.empty((len(rest_vals), len(comp.free)))
+            for j, s in enumerate(comp.free):
+                free_vals[:, j] = zv.real if s == z else rest_vals[:, rest.index(s)]
+            pts = coords(free_vals)
+            ok = real & np.all(np.isfinite(pts), -1) & _in_box(pts, self.lo, self.hi) & in_cases(pts)
+            pts = pts[ok]
+            if len(pts):
+                with np.errstate(invalid="ignore"):
+                    pts = pts[np.abs(curvature(pts)) <= 1e-9 * (1 + np.abs(curvature(pts + 0.01)))]
+            if not len(pts):
+                continue
+            if at_optimum:
+                kind = "global_min"
+            else:
+                probes = {self._higher_order(x, d0, sgn) for x in pts[np.linspace(0, len(pts) - 1, 5).astype(int)]}
+                kind = probes.pop() if len(probes) == 1 else "degenerate"
+            items = (*fixed.items(), (z, sd[z]))
+            zi, fn = names.index(str(z)), fz
+
+            def member(x, zi=zi, fn=fn, rest_idx=idx):
+                x = np.atleast_2d(x)
+                with np.errstate(all="ignore"):
+                    zz = np.asarray(fn(*[x[:, i] for i in rest_idx]), dtype=complex) * np.ones(len(x))
+                ok = np.abs(zz.imag) < 1e-12
+                for name, v in fixed.items():
+                    ok &= np.abs(x[:, names.index(str(name))] - float(v)) <= MEMBER_TOL
+                return ok & (np.abs(x[:, zi] - zz.real) <= MEMBER_TOL)
+
+            out.append(
+                self.make_set(kind, len(comp.free) - 1, loss,
+                              r",\ ".join(f"{sp.latex(k)} = {sp.latex(v)}" for k, v in items),
+                              ", ".join(f"{k} = {sp.sstr(v)}" for k, v in items), pts,
+                              f"{what}, where its normal curvature changes sign", member)
+            )
+        return out
+
+    def in_region(self, x):
+        """Points where the structure holds (each Max/Min on the branch it takes at theta = 0)."""
+        x = np.atleast_2d(x)
+        ok = np.ones(len(x), bool)
+        for fn in self.region_fns:
+            with np.errstate(all="ignore"):
+                ok &= np.broadcast_to(np.asarray(fn(*x.T), float), (len(x),)) > 0
+        return ok
 
     def _intervals(self, split_pts, free, curvature, coords):
         """One free variable: (LaTeX, text) of the intervals where the curvature is > 0 and < 0."""
@@ -470,8 +548,10 @@ def _cross_check_degenerate(chain, num_res, nm):
 
 def _cross_check(sym_sets, num_sets, num_res):
     """Agreement of the two paths (numeric points on symbolic sets, same kinds, nothing missed)."""
-    splits = [s for s in sym_sets if s.dimension == 0]
-    split_pts = np.array([s.points[0] for s in splits]) if splits else np.zeros((0, 0))
+    # near the sets where a normal curvature changes sign the numeric kinds are not decisive
+    splits = [s for s in sym_sets if "changes sign" in s.description]
+    split_pts = np.concatenate([s.points for s in splits]) if splits else np.zeros((0, 0))
+    near = 1e-3 if all(s.dimension == 0 for s in splits) else 0.1
     off, mismatches, checked = 0, [], 0
     hit = np.zeros(len(sym_sets), dtype=int)
     for ns in num_sets:
@@ -482,8 +562,8 @@ def _cross_check(sym_sets, num_sets, num_res):
                 continue
             for i in owners:
                 hit[i] += 1
-            near_split = len(split_pts) and np.min(np.linalg.norm(split_pts - x, axis=-1)) < 1e-3
-            if near_split and not any(sym_sets[i].dimension == 0 for i in owners):
+            near_split = len(split_pts) and np.min(np.linalg.norm(split_pts - x, axis=-1)) < near
+            if (near_split and not any(sym_sets[i] in splits for i in owners)) or ns.kind == "degenerate":
                 continue
             checked += 1
             kinds = {sym_sets[i].kind for i in owners}
@@ -538,10 +618,20 @@ def critical_sets(
     if method in ("auto", "symbolic"):
         asm = _SymbolicAssembly(model, chain, box, samples)
         structure = asm.structure
-        if structure is not None and structure.solved:
+        box_inside = True
+        if structure is not None and structure.region:
+            lo, hi = _bounds(box, asm.params)
+            probe = np.stack(np.meshgrid(*[np.linspace(a, b, 9) for a, b in zip(lo, hi)], indexing="ij"), -1)
+            box_inside = bool(np.all(asm.in_region(probe.reshape(-1, len(lo)))))
+            if not box_inside:
+                notes.append("the box reaches beyond the region where the symbolic structure holds "
+                             f"({structure.notes[0].split(': ', 1)[-1]})")
+        if structure is not None and structure.solved and box_inside:
             sym_sets = asm.sets()
         else:
             why = "; ".join(structure.notes) if structure is not None else "no profiled form"
+            if not box_inside:
+                why = "box outside its region"
             if method == "symbolic":
                 raise FlowlabInputError(f"the symbolic path does not apply to {model.name!r}: {why}")
             notes.append(f"symbolic path unavailable ({why}); numeric sets only")

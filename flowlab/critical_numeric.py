@@ -292,8 +292,10 @@ class _Finder:
         out = [NumericPiece(k, 1, loss, curve[idx]) for k, idx in pieces]
         for x in splits:
             out.append(NumericPiece(self.higher_order(x), 0, float(self.obj.loss(x)), x[None], split=True))
-        if not pieces:  # the whole curve is degenerate in its normal directions
-            out.append(NumericPiece("degenerate", 1, loss, curve))
+        if not pieces:  # null normal curvature all along: classify from higher order at a few samples
+            probes = {self.higher_order(curve[i]) for i in np.linspace(0, n - 1, min(n, 5)).round().astype(int)}
+            kind = probes.pop() if len(probes) == 1 else "degenerate"
+            out.append(NumericPiece(kind, 1, loss, curve))
         return out
 
     def bisect_split(self, a, b, da):

@@ -85,6 +85,9 @@ class CriticalStructure:
     #: True when every case system was solved and every solution verified by substitution.
     solved: bool
     notes: tuple[str, ...]
+    #: Where the structure holds: each Max/Min keeps the branch it takes at theta = 0; the
+    #: conditions (expressions that must be > 0) describe that region (empty: everywhere).
+    region: tuple[sp.Expr, ...] = ()
 
 
 def _split_symbols(exprs) -> tuple[tuple[sp.Symbol, ...], bool]:
@@ -270,21 +273,54 @@ def _curvature_zeros(c, free, split, patterns) -> tuple:
     return tuple(out)
 
 
+def fix_branches(expr, params):
+    """Replace each Max/Min by the argument it selects at theta = 0.
+
+    Returns (expression, region): the region is a tuple of expressions that are > 0 exactly where
+    every Max/Min keeps that branch (for ``ewa``: |c| < 1/2 around a = 0). Raises ValueError when a
+    branch cannot be decided at theta = 0 (a tie or a symbolic value).
+    """
+    at0 = {s: 0 for s in params}
+    region = []
+
+    def pick(f):
+        vals = [a.subs(at0) for a in f.args]
+        if not all(v.is_number for v in vals) or len({float(v) for v in vals}) != len(vals):
+            raise ValueError(f"cannot decide the branch of {f} at theta = 0")
+        fn = max if isinstance(f, sp.Max) else min
+        best = fn(range(len(vals)), key=lambda i: float(vals[i]))
+        for i, a in enumerate(f.args):
+            if i != best:
+                region.append(f.args[best] - a if isinstance(f, sp.Max) else a - f.args[best])
+        return f.args[best]
+
+    out = expr.replace(lambda e: isinstance(e, (sp.Max, sp.Min)), pick)
+    return out, tuple(region)
+
+
 @cache
 def critical_structure(model: Model) -> CriticalStructure | None:
     """The structure of the critical set of a profiled model (None when the bias is free)."""
     if model.bias != "profiled":
         return None
     d = derive(model)
-    unsupported = d.gap.has(sp.Max, sp.Min, sp.Piecewise, sp.Heaviside)
-    if unsupported:
-        return CriticalStructure(model, d.gap, (), (), False, ("D has Max/Min/Piecewise: not solved symbolically",))
-    split, flat, solved, notes = _solve_flat(d.gap, d.params)
+    gap, region, notes = d.gap, (), []
+    if gap.has(sp.Max, sp.Min):
+        try:
+            gap, region = fix_branches(gap, d.params)
+        except ValueError as exc:
+            return CriticalStructure(model, d.gap, (), (), False, (str(exc),))
+        notes.append("Max/Min fixed to their branch at theta = 0: valid where "
+                     + " and ".join(f"{sp.sstr(r)} > 0" for r in region))
+    if gap.has(sp.Piecewise, sp.Heaviside):
+        return CriticalStructure(model, d.gap, (), (), False, ("D has Piecewise/Heaviside: not solved symbolically",))
+    split, flat, solved, more = _solve_flat(gap, d.params)
     return CriticalStructure(
         model=model,
-        gap=d.gap,
+        gap=gap,
         split=split,
         flat=tuple(flat),
         solved=solved and all(c.verified for c in flat),
-        notes=tuple(notes),
+        notes=tuple(notes + more),
+        region=region,
     )

@@ -24,6 +24,7 @@ from functools import cache
 
 import sympy as sp
 
+from .critical_symbolic import fix_branches
 from .derivation import derive, tidy, vanishes
 from .models import Model
 
@@ -65,27 +66,6 @@ class InvariantSearch:
         }
 
 
-def _fix_branches(expr, params):
-    """Replace Max/Min by the branch they take at theta = 0; returns (expr, region text)."""
-    at0 = {s: 0 for s in params}
-    conds = []
-
-    def pick(f):
-        vals = [a.subs(at0) for a in f.args]
-        if not all(v.is_number for v in vals):
-            raise ValueError("cannot decide a Max/Min branch at theta = 0")
-        fn = max if isinstance(f, sp.Max) else min
-        best = fn(range(len(vals)), key=lambda i: float(vals[i]))
-        for i, a in enumerate(f.args):
-            if i != best:
-                rel = ">" if isinstance(f, sp.Max) else "<"
-                conds.append(f"{sp.sstr(f.args[best])} {rel} {sp.sstr(a)}")
-        return f.args[best]
-
-    out = expr.replace(lambda e: isinstance(e, (sp.Max, sp.Min)), pick)
-    return out, " and ".join(conds)
-
-
 def _separate(ratio, u, v):
     """ratio = A(u) B(v)? -> (A, B) or None."""
     sep = sp.separatevars(sp.factor(ratio), symbols=[u, v], dict=True)
@@ -123,9 +103,10 @@ def derive_invariants(model: Model) -> InvariantSearch:
     params = list(d.params)
     notes = []
     try:
-        gap, region = _fix_branches(d.gap, params)
+        gap, conds = fix_branches(d.gap, params)
     except ValueError as exc:
         return InvariantSearch(model.name, "", (), len(params) - 1, (str(exc),))
+    region = " and ".join(f"{sp.sstr(c)} > 0" for c in conds)
     grad = [tidy(sp.diff(gap, s)) for s in params]
     split = sorted({a for g in [gap, *grad] for f in g.atoms(sp.Abs, sp.sign) for a in f.args
                     if isinstance(a, sp.Symbol)}, key=str)

@@ -584,12 +584,15 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     from .numeric import NumericModel
 
     label = np.asarray(grid.label)
-    if label.ndim != 2 or len(grid.params) != 2:
+    free = [n for n in grid.params if len(grid.axes[n]) > 1]
+    if len(free) != 2:
         raise FlowlabInputError(
-            f"basin_map draws a 2-D grid; this one has shape {label.shape} over {list(grid.params)}"
+            f"basin_map draws a 2-D grid or a 2-D slice; this one has shape {label.shape} over {list(grid.params)}"
         )
+    sliced = {n: float(grid.axes[n][0]) for n in grid.params if n not in free}
+    label = label.reshape([len(grid.axes[n]) for n in free])
     ax = _axes(ax, figsize=(5.4, 5.9))
-    xn, yn = grid.params
+    xn, yn = free
     x, y = np.asarray(grid.axes[xn], float), np.asarray(grid.axes[yn], float)
     dx = (x[-1] - x[0]) / max(len(x) - 1, 1)
     dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
@@ -601,7 +604,7 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     im.set_gid("basins")
     box = {xn: (float(x[0]), float(x[-1])), yn: (float(y[0]), float(y[-1]))}
     model = None
-    if crit is None or separatrix:
+    if (crit is None or separatrix) and not sliced:
         try:
             model = get_model(grid.model)
         except FlowlabInputError:
@@ -623,7 +626,10 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     ax.set_xlabel(_tex(xn))
     ax.set_ylabel(_tex(yn))
     ax.set_aspect("equal")
-    ax.set_title(_chain_title(grid.chain))
+    title = _chain_title(grid.chain)
+    if sliced:
+        title += ",  " + ", ".join(f"${k} = {v:g}$" for k, v in sliced.items())
+    ax.set_title(title)
     _legend(ax)
     return ax
 
@@ -739,3 +745,148 @@ def loss_curve(result, ax=None, *, label: str | None = None, references: bool = 
     ax.set_ylabel(r"loss $L(\theta(t))$ [nats]")
     ax.legend(fontsize=8)
     return ax
+
+
+# ------------------------------------------------------------------- training checks
+#: Colours of the training initialisations: the guideline reaches the global minimum, the standard one is stuck.
+INIT_COLORS = {"guideline": COLORS["global"], "standard": COLORS["local"]}
+
+
+def _run_field(run, name):
+    """A field of a training run: a flowlab.train.TrainResult (attribute) or a transformer result (dict)."""
+    if isinstance(run, dict):
+        return run[name]
+    return getattr(run, name)
+
+
+def _run_curve(run):
+    """(steps, losses) of a training run."""
+    if isinstance(run, dict):
+        return np.asarray(run["steps"], float), np.asarray(run["losses"], float)
+    return np.asarray(run.steps, float), np.asarray(run.loss, float)
+
+
+def _stack_runs(curves, what):
+    steps = curves[0][0]
+    for s, _ in curves[1:]:
+        if s.shape != steps.shape or not np.array_equal(s, steps):
+            raise FlowlabInputError(f"{what}: the runs must be logged at the same steps (same settings, other seeds)")
+    return steps, np.stack([v for _, v in curves])
+
+
+def _init_color(runs, color):
+    if color is not None:
+        return color
+    init = _run_field(runs[0], "init")
+    return INIT_COLORS.get(init, COLORS["undetermined"])
+
+
+def training_curves(runs, *, ax=None, unigram=None, bigram=None, label=None, color=None):
+    """Mean +- std (over seeds) of the loss against the training step, for runs of one initialisation.
+
+    ``runs``: :class:`flowlab.train.TrainResult` objects (exact expected loss of ``ewb``) or
+    transformer results (dicts with ``steps`` and ``losses``), logged at the same steps.
+    ``unigram`` / ``bigram``: reference losses drawn as horizontal lines (red dashed / green dotted).
+    The colour defaults to the initialisation's: guideline green, standard red.
+    """
+    runs = list(runs)
+    if not runs:
+        raise FlowlabInputError("training_curves needs at least one run")
+    ax = _axes(ax)
+    steps, values = _stack_runs([_run_curve(r) for r in runs], "training_curves")
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    color = _init_color(runs, color)
+    if label is None:
+        label = f"{_run_field(runs[0], 'init')} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+    ax.plot(steps, mean, color=color, lw=1.8, label=label, gid="training:mean")
+    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0, gid="training:std")
+    if unigram is not None:
+        ax.axhline(unigram, ls="--", lw=1, color=COLORS["local"], gid="reference:unigram",
+                   label=rf"unigram $h(\pi_1)$ = {unigram:.4f}")
+    if bigram is not None:
+        ax.axhline(bigram, ls=":", lw=1.2, color=COLORS["global"], gid="reference:bigram",
+                   label=rf"bigram $H$ = {bigram:.4f}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss [nats]")
+    ax.legend(fontsize=LEGEND_FONTSIZE)
+    return ax
+
+
+#: Line styles of the matrices in :func:`rank_one_fractions`.
+MATRIX_STYLES = {"W_V": "-", "W_1": "--"}
+
+
+def rank_one_fractions(runs, *, ax=None, matrices=("W_V", "W_1"), label=None, color=None):
+    """Mean +- std (over seeds) of sigma_1^2 / sum sigma_i^2 of W_V and W_1 against the training step.
+
+    ``runs``: transformer results (dicts with ``steps`` and ``rank_one_fraction``). A fraction of 1
+    means the matrix is rank one; an undefined fraction (all-zero matrix) is left out of the line.
+    """
+    import warnings
+
+    runs = list(runs)
+    if not runs:
+        raise FlowlabInputError("rank_one_fractions needs at least one run")
+    ax = _axes(ax)
+    color = _init_color(runs, color)
+    name = label or str(_run_field(runs[0], "init"))
+    for m in matrices:
+        curves = []
+        for r in runs:
+            frac = r["rank_one_fraction"].get(m) if isinstance(r, dict) else None
+            if frac is None:
+                raise FlowlabInputError(f"rank_one_fractions: a run has no rank-one fraction of {m!r}")
+            curves.append((np.asarray(r["steps"], float), np.array([np.nan if v is None else v for v in frac], float)))
+        steps, values = _stack_runs(curves, "rank_one_fractions")
+        with warnings.catch_warnings():  # an all-NaN column (zero matrix in every run) stays NaN, silently
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        ax.plot(steps, mean, color=color, ls=MATRIX_STYLES.get(m, "-."), lw=1.8, label=f"{name}: ${m}$",
+                gid=f"rank_one:{m}")
+        ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.18, lw=0)
+    ax.axhline(1.0, color="0.4", lw=0.8, ls=":", gid="reference:rank_one")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(r"$\sigma_1^2 / \sum_i \sigma_i^2$")
+    ax.legend(fontsize=LEGEND_FONTSIZE)
+    return ax
+
+
+def figure4_panels(result, axes=None):
+    """The Figure 4 reproduction from :func:`flowlab.train.figure4`'s result: returns the Axes used.
+
+    Panels: (a) SGD on the canonical ``ewb`` (exact expected loss), (b) the transformer (held-out
+    loss, when it was trained), (c) rank-one fractions of W_V and W_1 over the transformer's
+    training. Mean +- std over the seeds; unigram and bigram losses as references.
+    """
+    chain = result["chain"]
+    tr = result.get("transformer")
+    n = 3 if tr else 1
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0), layout="constrained", squeeze=False)
+        axes = axes[0]
+    axes = list(np.atleast_1d(axes))
+    if len(axes) < n:
+        raise FlowlabInputError(f"figure4_panels needs {n} axes, got {len(axes)}")
+    h, H = chain.unigram_loss, chain.entropy_rate
+    title = rf"$p={chain.p:g},\ q={chain.q:g}$"
+    for i, init in enumerate(("standard", "guideline")):
+        runs = result["canonical"][init]
+        training_curves(runs, ax=axes[0], unigram=h if i == 0 else None, bigram=H if i == 0 else None)
+    axes[0].set_title(f"(a) SGD on model ewb, {title}")
+    axes[0].set_ylabel("exact expected loss [nats]")
+    if tr:
+        for i, init in enumerate(("standard", "guideline")):
+            training_curves(tr[init], ax=axes[1], unigram=h if i == 0 else None, bigram=H if i == 0 else None)
+        s = tr["standard"][0]["settings"]
+        axes[1].set_title(f"(b) transformer (d={s['d']}, N={s['seq_len']}, {s['optimizer']}), {title}")
+        axes[1].set_ylabel("validation loss [nats]")
+        for init in ("standard", "guideline"):
+            rank_one_fractions(tr[init], ax=axes[2])
+        extra = result.get("transformer_adam")
+        if extra:
+            rank_one_fractions(extra, ax=axes[2], label="standard, Adam", color=COLORS["max"])
+        axes[2].set_title("(c) low-rank check: energy in the top singular direction")
+    return axes[:n]

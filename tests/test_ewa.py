@@ -137,3 +137,38 @@ def test_ewa_invariant_is_conserved_along_flows():
             vals = f(*flow.theta.T, *pq)
             assert np.max(np.abs(vals - vals[0])) < 1e-7, inv.expr
 
+
+
+@pytest.mark.parametrize("p,q", [(0.2, 0.3), (0.5, 0.8)])
+def test_ewa_critical_sets_surface_plane_and_split_curve(p, q):
+    from flowlab.critical import critical_sets
+
+    res = critical_sets(get_model("ewa"), MarkovChain(p, q), {"a": (-2, 2)}, starts=512, samples=40)
+    assert res.complete and res.agreement["agree"], res.message
+    kinds = sorted((s.kind, s.dimension) for s in res.sets)
+    assert kinds == [("global_min", 2), ("local_max", 2), ("local_min", 2), ("saddle", 1)]
+    pi1 = p / (p + q)
+    clip = lambda a: np.clip(0.5 + a * (pi1 - 0.5), 0, 1)  # noqa: E731
+    glob = next(s for s in res.sets if s.kind == "global_min")
+    e, w, a = glob.points.T
+    Dstar = math.log((1 - p) * (1 - q) / (p * q))
+    np.testing.assert_allclose(e**2 * (1 + 4 * w * np.abs(w) * clip(a)), Dstar, atol=1e-8)
+    curve = next(s for s in res.sets if s.kind == "saddle")
+    e, w, a = curve.points.T
+    assert np.all(e == 0)
+    np.testing.assert_allclose(1 + 4 * w * np.abs(w) * clip(a), 0, atol=1e-9)  # MODELS.md: the split curve
+    lmin = next(s for s in res.sets if s.kind == "local_min")
+    side = 1 + 4 * lmin.points[:, 1] * np.abs(lmin.points[:, 1]) * clip(lmin.points[:, 2])
+    assert np.all(side < 0) if p + q < 1 else np.all(side > 0)
+
+
+def test_ewa_basin_slice_and_gaussian_contrast():
+    from flowlab.basins import basin_grid, gaussian_basin
+
+    for (p, q), below in (((0.2, 0.3), True), ((0.5, 0.8), False)):
+        chain = MarkovChain(p, q)
+        g = basin_grid(get_model("ewa"), chain, {"e": (-2, 2), "w": (-2, 2)}, 20, fixed={"a": 0.6}, cross_check=False)
+        assert g.label.shape == (20, 20, 1) and g.axes["a"].tolist() == [0.6]
+        assert g.counts()["undetermined"] == 0 and 0.05 < g.fractions()["global"] < 0.95
+        r = gaussian_basin(get_model("ewa"), chain, 0.02, 150, seed=2)
+        assert (r["prob_global"] > 0.95) if below else (r["prob_global"] < 0.05)
