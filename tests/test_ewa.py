@@ -148,7 +148,7 @@ def test_ewa_critical_sets_surface_plane_and_split_curve(p, q):
     kinds = sorted((s.kind, s.dimension) for s in res.sets)
     assert kinds == [("global_min", 2), ("local_max", 2), ("local_min", 2), ("saddle", 1)]
     pi1 = p / (p + q)
-    clip = lambda a: np.clip(0.5 + a * (pi1 - 0.5), 0, 1)  # noqa: E731
+    clip = lambda a: np.clip(0.5 + a * (pi1 - 0.5), 0, 1)
     glob = next(s for s in res.sets if s.kind == "global_min")
     e, w, a = glob.points.T
     Dstar = math.log((1 - p) * (1 - q) / (p * q))
