@@ -89,10 +89,14 @@ class Reference:
         }
 
 
-def reference(model: Model, chain: MarkovChain, box=None) -> Reference:
+def reference(model: Model, chain: MarkovChain, box=None, crit=None) -> Reference:
+    """The critical sets the labels refer to (computed, or taken from ``crit`` of the same chain)."""
     from .critical import critical_sets
 
-    crit = critical_sets(model, chain, box, samples=8)
+    if crit is None:
+        crit = critical_sets(model, chain, box, samples=8)
+    elif crit.model != model.name or crit.chain != chain:
+        raise FlowlabInputError("the critical sets given belong to another model or chain")
     nonglobal = [s for s in crit.sets if s.kind != "global_min"]
     minima = [s for s in nonglobal if s.kind == "local_min"]
     return Reference(
@@ -302,11 +306,13 @@ def basin_grid(
     cross_check: bool = True,
     quiet: bool = True,
     fixed=None,
+    crit=None,
 ) -> BasinGrid:
     """Label every point of a grid over the box ``ranges`` ({name: (lo, hi)}, default -3..3).
 
     ``fixed`` ({name: value}) holds some parameters at one value: a slice (e.g. a = 0.5 of model
-    ``ewa``); their axes have length 1 and the label array keeps the parameter order.
+    ``ewa``); their axes have length 1 and the label array keeps the parameter order. ``crit``: the
+    critical sets of the same model and chain, when already computed.
 
     A grid whose estimated time (from a pilot of 1024 points) exceeds ``max_seconds`` is refused
     before the work starts. With ``method="flow"`` on ``ew`` the labels are cross-checked against
@@ -332,7 +338,7 @@ def basin_grid(
             f"p + q = 1 (p={chain.p:g}, q={chain.q:g}): the chain is i.i.d., unigram = bigram, and every "
             "initialisation trivially reaches a global minimum; basins are not defined"
         )
-    ref = reference(model, chain, box)
+    ref = reference(model, chain, box, crit)
     t_ref = time.perf_counter() - t0
     nm = NumericModel(model, chain)
     mesh = np.stack(np.meshgrid(*axes.values(), indexing="ij"), axis=-1).reshape(-1, len(axes))

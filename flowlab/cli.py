@@ -113,11 +113,31 @@ class _RawEpilogFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
 
 
 def _add_model(parser, *, chain_required: bool) -> None:
-    parser.add_argument("--model", default="ew", help=f"preset model: {', '.join(MODEL_NAMES)} (default: %(default)s)")
+    parser.add_argument("--model", default=None, help=f"preset model: {', '.join(MODEL_NAMES)} (default: ew)")
+    parser.add_argument("--logit", metavar="EXPR",
+                        help="a user-defined logit in the parameters, the token x and the attention average m, e.g. "
+                        "'e**2*(1 + 2*w*Abs(w))*x - e**2/2' (parsed with a whitelist, never evaluated)")
+    parser.add_argument("--params", metavar="NAMES", help="the parameters of --logit, e.g. e,w")
+    parser.add_argument("--free-bias", action="store_true", help="with --logit: the bias b is a coordinate of the flow")
     parser.add_argument("--p", type=_float, required=chain_required, default=None,
                         help="switching probability P(0->1), in (0, 1)")
     parser.add_argument("--q", type=_float, required=chain_required, default=None,
                         help="switching probability P(1->0), in (0, 1)")
+
+
+def _model(args):
+    """The preset model (--model) or the user-defined one (--logit/--params)."""
+    from .models import get_model, user_model
+
+    if args.logit is None:
+        if args.params is not None or args.free_bias:
+            raise FlowlabInputError("--params and --free-bias go with --logit")
+        return get_model(args.model or "ew")
+    if args.model is not None:
+        raise FlowlabInputError("give either --model or --logit, not both")
+    if not args.params:
+        raise FlowlabInputError("--logit needs --params (the parameter names, e.g. e,w)")
+    return user_model(args.logit, args.params, bias="free" if args.free_bias else "profiled")
 
 
 def _write(text: str, out: str | None) -> None:
@@ -142,9 +162,8 @@ def cmd_derive(args) -> int:
     from .derivation import derive
     from .io import to_json
     from .latex import to_json_dict, to_latex, to_markdown
-    from .models import get_model
 
-    model, chain = get_model(args.model), _chain(args)
+    model, chain = _model(args), _chain(args)
     d = derive(model)
     if args.format == "latex":
         text = to_latex(d, chain)
@@ -160,14 +179,48 @@ def cmd_derive(args) -> int:
     return 0
 
 
+def _eval_kstate(args) -> int:
+    """eval on a k-state chain: --kernel FILE --logits 'g0; g1; ...' --params NAMES --at POINT."""
+    from .io import to_json
+    from .kstate import KStateChain, KStateModel, KStateNumeric
+    from .parse import parse_logit, parse_params
+
+    if args.p is not None or args.q is not None or args.model or args.logit:
+        raise FlowlabInputError("with --kernel give --logits and --params (not --p/--q, --model or --logit)")
+    if not args.logits or not args.params:
+        raise FlowlabInputError("--kernel needs --logits 'g_0; g_1; ...' (one per next token) and --params")
+    chain = KStateChain.from_file(args.kernel)
+    names = parse_params(args.params)
+    texts = [t for t in args.logits.split(";")]
+    if len(texts) != chain.k:
+        raise FlowlabInputError(f"the kernel has k = {chain.k} states: give {chain.k} logits separated by ';', "
+                                f"got {len(texts)}")
+    model = KStateModel("user", names, tuple(parse_logit(t, names) for t in texts))
+    theta = point_vector(model, parse_point(args.at))
+    result = KStateNumeric(model, chain).evaluate(theta)
+    if args.json:
+        _write(to_json(result), None)
+    else:
+        print(f"k-state model at {args.at} (k = {chain.k}, stationary law {[round(float(x), 6) for x in chain.stationary]})")
+        print(f"  loss      {result['loss']:.12g}   (entropy rate {chain.entropy_rate:.12g}, "
+              f"unigram {chain.unigram_loss:.12g})")
+        print("  gradient  " + "  ".join(f"{k}={v:.6g}" for k, v in result["gradient"].items()))
+    return 0
+
+
 def cmd_eval(args) -> int:
     import numpy as np
 
     from .io import to_json
-    from .models import get_model
     from .numeric import NumericModel
 
-    model, chain = get_model(args.model), _chain(args)
+    if args.kernel:
+        return _eval_kstate(args)
+    if args.logits:
+        raise FlowlabInputError("--logits (one logit per next token) goes with --kernel FILE")
+    model, chain = _model(args), _chain(args)
+    if chain is None:
+        raise FlowlabInputError("give --p and --q (or --kernel FILE with --logits for a k-state chain)")
     theta = point_vector(model, parse_point(args.at))
     result = NumericModel(model, chain).evaluate(theta)
     if args.context is not None:
@@ -203,9 +256,8 @@ def cmd_eval(args) -> int:
 def cmd_flow(args) -> int:
     from .flow import gradient_flow
     from .io import to_json, write_table
-    from .models import get_model
 
-    model, chain = get_model(args.model), _chain(args)
+    model, chain = _model(args), _chain(args)
     theta0 = point_vector(model, parse_point(args.at))
     result = gradient_flow(
         model, chain, theta0, t_max=args.t_max, grad_tol=args.grad_tol, method=args.method,
@@ -231,9 +283,8 @@ def cmd_flow(args) -> int:
 def cmd_critical(args) -> int:
     from .critical import critical_sets, format_text, regions_table, result_latex, table_latex, table_text
     from .io import to_json
-    from .models import get_model
 
-    model = get_model(args.model)
+    model = _model(args)
     box = parse_box(args.box)
     options = dict(method=args.method, starts=args.starts, seed=args.seed, samples=args.samples)
     if args.regions:
@@ -257,9 +308,8 @@ def cmd_critical(args) -> int:
 def cmd_basins(args) -> int:
     from .basins import FlowSettings, basin_grid, gaussian_basin
     from .io import to_json
-    from .models import get_model
 
-    model, chain = get_model(args.model), _chain(args)
+    model, chain = _model(args), _chain(args)
     settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk)
     if args.gaussian is not None:
         if args.range or args.grid is not None:
@@ -345,9 +395,8 @@ def cmd_plot(args) -> int:
 
     from . import plots
     from .io import check_figure_path, save_figure
-    from .models import get_model
 
-    model, chain = get_model(args.model), _chain(args)
+    model, chain = _model(args), _chain(args)
     out = check_figure_path(args.out)  # refuse a bad extension before any work
     box = parse_box(args.range)
     starts = [point_vector(model, parse_point(a)) for a in args.at or ()]
@@ -430,11 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("eval", formatter_class=fmt, help="loss, gradient, Hessian, gap and energy at a point",
-                       description="Evaluate the compiled model at one point.")
-    _add_model(p, chain_required=True)
+                       description="Evaluate the compiled model at one point (binary chain --p/--q, or a k-state "
+                       "chain --kernel FILE with --logits).")
+    _add_model(p, chain_required=False)
     p.add_argument("--at", required=True, help="the point, e.g. e=0.3,w=-1.2")
     p.add_argument("--context", type=_positive_int, metavar="N",
                    help="exact finite-context loss over positions 1..N (default: the long-context limit)")
+    p.add_argument("--kernel", metavar="FILE", help="a k-state chain: k x k transition matrix (.json or .csv)")
+    p.add_argument("--logits", metavar="'G0; G1; ...'",
+                   help="with --kernel: the softmax logit of each next token, in the parameters and the current token x")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -530,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=_positive_int, default=200, help="resolution of PNG output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plot)
+
+    from .train_cli import add_parsers as add_training_parsers
+
+    add_training_parsers(sub, fmt)
 
     p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
                        description="The paper's setting end to end, written to a folder: derivations (Markdown, "

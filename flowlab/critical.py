@@ -563,7 +563,9 @@ def _cross_check(sym_sets, num_sets, num_res):
             for i in owners:
                 hit[i] += 1
             near_split = len(split_pts) and np.min(np.linalg.norm(split_pts - x, axis=-1)) < near
-            if (near_split and not any(sym_sets[i] in splits for i in owners)) or ns.kind == "degenerate":
+            # near a split only isolated numeric split points (classified from higher order) are compared
+            if (near_split and not (ns.dimension == 0 and any(sym_sets[i] in splits for i in owners))) \
+                    or ns.kind == "degenerate":
                 continue
             checked += 1
             kinds = {sym_sets[i].kind for i in owners}

@@ -92,12 +92,30 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     grid_3d = 10 if fast else 24
     samples = 200 if fast else 2000
     box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
-    steps = ["derivations", "critical sets", "figure 1", "basins", "gaussian", "flows", "figures"]
+    steps = ["derivations", "critical sets", "figure 1", "basins", "gaussian", "flows", "figures", "attention (ewa)",
+             "training (figure 4)"]
     bar = _progress(steps, quiet, "demo")
-    it = iter(bar)
+    phase_times: dict = {}
+    last = [time.perf_counter(), None]
+
+    def _advance():
+        now = time.perf_counter()
+        if last[1] is not None:
+            phase_times[last[1]] = now - last[0]
+        name = next(_steps)
+        last[0], last[1] = now, name
+        return name
+
+    _steps = iter(bar)
+
+    class _It:
+        def __next__(self):
+            return _advance()
+
+    it = _It()
 
     next(it)  # -------------------------------------------------------------- derivations
-    for name in ("ew", "ewb"):
+    for name in ("ew", "ewb", "ewa"):
         d = derive(get_model(name))
         atomic_write_text(out / f"derivation_{name}.md", to_markdown(d))
         tex = to_latex(d)
@@ -204,7 +222,13 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     plots.flow_3d(ewb, chain4, starts, crit=crits[("ewb", FIGURE4_CHAIN)], ax=ax3)
     files += _save_figure(fig, out / "flow3d_ewb")
     plt.close(fig)
+    next(it)  # ---------------------------------------------------- the attention scalar (ewa)
+    summary["ewa"] = _attention_section(out, files, fast=fast, small=small)
+    next(it)  # ------------------------------------------------------ training: the paper's Figure 4
+    summary["training"] = _training_section(out, files, fast=fast)
+    phase_times[last[1]] = time.perf_counter() - last[0]
     bar.close()
+    summary["phase_seconds"] = phase_times
 
     summary["wall_time_s"] = time.perf_counter() - start
     summary["files"] = sorted(files + ["summary.json", "report.md"])
@@ -216,6 +240,116 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     return summary
 
 
+#: Chains of the ewa section: one per regime (p != q, so that the attention scalar matters).
+EWA_CHAINS = ((0.2, 0.3), (0.5, 0.8))
+EWA_SLICE = 0.8
+
+
+def _attention_section(out: Path, files: list, *, fast: bool, small: dict) -> dict:
+    """Model ewa: critical sets in 3-D, a 3-D figure, basin slices a = const, invariants, finite context."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    from .basins import basin_grid
+    from .context import ContextModel
+    from .critical import critical_sets
+    from .invariants import derive_invariants
+    from .markov import MarkovChain
+    from .models import get_model
+    from .numeric import NumericModel
+
+    ewa = get_model("ewa")
+    box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0), "a": (-3.0, 3.0)}
+    section: dict = {"critical": {}, "slices": []}
+    crits = {}
+    for pq in EWA_CHAINS:
+        crit = critical_sets(ewa, MarkovChain(*pq), box, starts=128 if fast else 256, samples=200)
+        crits[pq] = crit
+        tag = f"critical_ewa_p{pq[0]:g}_q{pq[1]:g}.json"
+        atomic_write_text(out / tag, to_json(crit.as_dict()))
+        files.append(tag)
+        section["critical"][f"{pq[0]:g},{pq[1]:g}"] = {
+            "file": tag, "complete": crit.complete,
+            "sets": [{"kind": s.kind, "dimension": s.dimension, "loss": s.loss, "text": s.text} for s in crit.sets],
+        }
+    pq = EWA_CHAINS[1]
+    starts = np.array([[small["e"], small["w"], 0.01], [1.0, -1.5, 0.5], [0.5, 1.0, -1.0], [-1.5, -2.0, 1.0],
+                       [1.5, 0.3, 1.5]])
+    fig = plt.figure(figsize=(7.2, 6.2), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    plots.flow_3d(ewa, MarkovChain(*pq), starts, crit=crits[pq], ax=ax)
+    files.extend(_save_figure(fig, out / "flow3d_ewa"))
+    plt.close(fig)
+    fig, axes = plt.subplots(1, len(EWA_CHAINS), figsize=(11, 6.2), layout="constrained")
+    for ax, pq in zip(axes, EWA_CHAINS):
+        grid = basin_grid(ewa, MarkovChain(*pq), {"e": box["e"], "w": box["w"]}, 32 if fast else 128,
+                          fixed={"a": EWA_SLICE}, crit=crits[pq], cross_check=False)
+        plots.basin_map(grid, ax=ax)
+        tag = f"basins_ewa_p{pq[0]:g}_q{pq[1]:g}_a{EWA_SLICE:g}"
+        grid.save(out / tag)
+        files += [f"{tag}/basins.npz", f"{tag}/basins.json"]
+        section["slices"].append({"chain": grid.chain.as_dict(), "a": EWA_SLICE, "dir": tag,
+                                  "fractions": grid.fractions(), "counts": grid.counts()})
+    files.extend(_save_figure(fig, out / "basin_slices_ewa"))
+    plt.close(fig)
+    inv = {name: derive_invariants(get_model(name)).as_dict() for name in ("ew", "ewa")}
+    atomic_write_text(out / "invariants.json", to_json(inv))
+    files.append("invariants.json")
+    section["invariants"] = inv
+    theta = np.array([1.0, -1.2, 0.8])
+    chain = MarkovChain(*EWA_CHAINS[1])
+    section["context"] = {
+        "theta": dict(zip(ewa.params, theta.tolist())),
+        "long_context_loss": float(NumericModel(ewa, chain).loss(theta)),
+        "losses": {str(n): float(ContextModel(ewa, chain, n).loss(theta)) for n in (4, 16, 64, 256)},
+    }
+    return section
+
+
+def _training_section(out: Path, files: list, *, fast: bool) -> dict:
+    """SGD on ewb and (with the torch extra) a single-layer transformer from standard and guideline inits."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    from .train import figure4
+
+    exp = figure4(*FIGURE4_CHAIN, fast=fast, adam=False)
+    n = 2 if exp.get("transformer") else 1
+    fig, axes = plt.subplots(1, n + (1 if n == 2 else 0), figsize=(5.2 * (n + (1 if n == 2 else 0)), 4.2),
+                             layout="constrained", squeeze=False)
+    plots.figure4_panels(exp, axes=list(axes[0]))
+    files.extend(_save_figure(fig, out / "figure4"))
+    plt.close(fig)
+    summary = exp["summary"]
+    atomic_write_text(out / "training.json", to_json(summary))
+    files.append("training.json")
+    return {"summary": summary, "transformer": bool(exp.get("transformer"))}
+
+
+def _training_report(sec: dict) -> list[str]:
+    s = sec["summary"]
+    lines = [
+        "## Training: the paper's Figure 4",
+        "",
+        "SGD from the standard initialisation and from the guideline initialisation (`flowlab guide`), "
+        "mean +- std over seeds, with the unigram and bigram losses"
+        + ("" if sec["transformer"] else " (the transformer panel needs the `torch` extra: "
+           "`pip install \".[torch]\"`)") + ". [JSON](training.json)",
+        "",
+        "![Figure 4](figure4.png)",
+        "",
+    ]
+    rows = []
+    for group in ("canonical", "transformer"):
+        for init, r in (s.get(group) or {}).items():
+            if isinstance(r, dict) and "mean" in r:
+                rows.append(f"| {group} | {init} | {r['mean']:.5f} +- {r.get('std', 0.0):.5f} | "
+                            + ", ".join(f"{v:.5f}" for v in r.get("final_losses", [])) + " |")
+    lines += [f"Unigram loss h(pi1) = {s['unigram_loss']:.5f}, bigram loss H = {s['bigram_loss']:.5f}.", "",
+              "| model | init | final loss (mean +- std) | per seed |", "|---|---|---|---|", *rows, ""]
+    return lines
+
+
 def _basin_entry(grid) -> dict:
     return {
         "chain": grid.chain.as_dict(),
@@ -225,6 +359,42 @@ def _basin_entry(grid) -> dict:
         "cross_check": grid.cross_check,
         "seconds": grid.timings["total_s"],
     }
+
+
+def _attention_report(sec: dict) -> list[str]:
+    lines = [
+        "## The attention scalar: model `ewa` (MODELS.md section 4)",
+        "",
+        "[Derivation](derivation_ewa.md) (long-context limit m = pi1). Critical sets in 3-D:",
+        "",
+        "| p, q | kind | dim | loss | set |",
+        "|---|---|---|---|---|",
+    ]
+    for pq, c in sec["critical"].items():
+        lines += [f"| {pq} ([JSON]({c['file']}), complete: {c['complete']}) | {s['kind']} | {s['dimension']} | "
+                  f"{s['loss']:.6f} | `{s['text']}` |" for s in c["sets"]]
+    lines += ["", "Flows in 3-D at p = 0.5, q = 0.8 with the global-minimum surface and the unigram plane:", "",
+              "![3-D flow of ewa](flow3d_ewa.png)", "",
+              f"Basin slices at a = {EWA_SLICE:g} for p + q < 1 (left) and p + q > 1 (right):", "",
+              "![basin slices](basin_slices_ewa.png)", "",
+              "| p | q | a | global | non-global | undetermined |", "|---|---|---|---|---|---|"]
+    for sl in sec["slices"]:
+        c, f = sl["chain"], sl["fractions"]
+        lines.append(f"| {c['p']:g} | {c['q']:g} | {sl['a']:g} | {f['global']:.4f} | {f['nonglobal']:.4f} | "
+                     f"{f['undetermined']:.4f} |")
+    lines += ["", "Conserved quantities derived by SymPy (method of characteristics; [JSON](invariants.json)):", ""]
+    for name, inv in sec["invariants"].items():
+        for i in inv["invariants"]:
+            match = f" (= `{i['matches']}` of the model)" if i["matches"] else ""
+            lines.append(f"- `{name}`: `{i['expression']}`{match}, verified: {i['verified']}")
+        lines.append(f"- `{name}`: {inv['found']} of {inv['expected']} invariants found; region: {inv['region']}"
+                     + ("; " + "; ".join(inv["notes"]) if inv["notes"] else ""))
+    ctx = sec["context"]
+    lines += ["", f"Finite context at theta = {ctx['theta']} (p = 0.5, q = 0.8): exact expected loss over positions "
+              f"1..N (dynamic programme) against the long-context limit {ctx['long_context_loss']:.6f}:", "",
+              "| N | " + " | ".join(ctx["losses"]) + " |", "|---|" + "---|" * len(ctx["losses"]),
+              "| loss | " + " | ".join(f"{v:.6f}" for v in ctx["losses"].values()) + " |", ""]
+    return lines
 
 
 def _report(summary: dict) -> str:
@@ -348,6 +518,11 @@ def _report(summary: dict) -> str:
         "curve (lifted by b = b*(theta)) and the unigram line:",
         "",
         "![3-D flow](flow3d_ewb.png)",
+        "",
+    ]
+    lines += _attention_report(summary["ewa"])
+    lines += _training_report(summary["training"])
+    lines += [
         "",
         f"Wall time: {summary['wall_time_s']:.1f} s.",
         "",

@@ -195,11 +195,21 @@ class Derivation:
 
     @cached_property
     def hessian(self) -> tuple[tuple[sp.Expr, ...], ...]:
+        """Second derivatives; profiled: ell''(D) D_i D_j + ell'(D) D_ij (cheaper than differentiating
+        the gradient, whose entries carry zeta0)."""
         n = len(self.params)
         h = [[None] * n for _ in range(n)]
+        if self.profiled:
+            ell1 = ELL_PRIME.subs(GAP, self.gap)
+            ell2 = sp.diff(ELL_PRIME, GAP).subs(GAP, self.gap)
+            dD = [tidy(sp.diff(self.gap, s)) for s in self.params]
         for i in range(n):
             for j in range(i, n):
-                h[i][j] = h[j][i] = tidy(sp.diff(self.gradient[i], self.params[j]))
+                if self.profiled:
+                    dij = tidy(sp.diff(dD[i], self.params[j]))
+                    h[i][j] = h[j][i] = ell2 * dD[i] * dD[j] + ell1 * dij
+                else:
+                    h[i][j] = h[j][i] = tidy(sp.diff(self.gradient[i], self.params[j]))
         return tuple(tuple(row) for row in h)
 
     # ------------------------------------------------------------------------- invariants

@@ -130,6 +130,25 @@ def _presets() -> dict[str, Model]:
 PRESETS: dict[str, Model] = _presets()
 
 
+def user_model(logit: str, params, *, name: str = "user", bias: str = "profiled") -> Model:
+    """A model from a typed logit (parsed with a whitelist, never evaluated) and parameter names.
+
+    ``params`` is a sequence of names or a comma-separated string; with ``bias="free"`` the bias b is
+    appended as a coordinate. The logit may use the token x and the attention average m.
+
+    >>> user_model("e**2*(1 + 2*w*Abs(w))*x - e**2/2", "e,w").logit == get_model("ew").logit
+    True
+    """
+    from .parse import parse_logit, parse_params
+
+    names = parse_params(params) if isinstance(params, str) else tuple(params)
+    if bias not in BIAS_MODES:
+        raise FlowlabInputError(f"bias must be one of {BIAS_MODES}, got {bias!r}")
+    model = Model(name=name, params=names, logit=parse_logit(logit, names, allow_attention=True),
+                  description=f"user-defined logit {logit.strip()}")
+    return model.with_free_bias(name) if bias == "free" else model
+
+
 def get_model(name: str) -> Model:
     """The preset model called ``name``."""
     try:

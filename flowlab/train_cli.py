@@ -1,0 +1,252 @@
+"""The ``flowlab train`` and ``flowlab guide`` subcommands (registered by :func:`add_parsers`).
+
+Only argparse and sys are imported at module level, so ``flowlab --help`` stays fast; NumPy,
+the analysis and torch are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TRAIN_MODELS = ("ewb", "transformer")
+CANONICAL_INITS = ("standard", "guideline")
+TRANSFORMER_INITS = ("standard", "guideline", "rank-one")
+OPTIMIZERS = ("sgd", "adam")
+#: Mirrors of flowlab.train.DEFAULTS and flowlab.transformer.DEFAULTS (kept equal by a test;
+#: importing those modules here would import NumPy / torch on --help).
+CANONICAL_DEFAULTS = {"steps": 3000, "batch": 32, "seq_len": 64, "lr": 0.1, "momentum": 0.0, "log_every": 20}
+TRANSFORMER_DEFAULTS = {"d": 8, "seq_len": 32, "steps": 1500, "batch": 32, "lr": 0.5, "momentum": 0.0,
+                        "optimizer": "sgd", "log_every": 25, "eval_sequences": 2**15, "val_sequences": 4096,
+                        "noise": 0.02, "layer_norm": False, "threads": 2}
+GUIDE_DEFAULTS = {"grid": 61, "extent": 3.0, "margin": 0.5, "e_min": 0.5}
+#: The paper's Figure 4 chain, the default of both commands.
+DEFAULT_P, DEFAULT_Q = 0.5, 0.8
+TORCH_HINT = 'pip install -e ".[torch]"'
+
+
+def _helpers():
+    from .cli import _float, _positive_int
+
+    return _float, _positive_int
+
+
+def add_parsers(sub, formatter_class) -> None:
+    """Register ``train`` and ``guide`` on the subparsers ``sub`` of the flowlab parser."""
+    _float, _positive_int = _helpers()
+    # defaults shown (as the given class does) and the examples of the epilog kept on their own lines
+    formatter_class = type("TrainHelpFormatter", (formatter_class, argparse.RawDescriptionHelpFormatter), {})
+
+    def both(name):
+        c, t = CANONICAL_DEFAULTS.get(name), TRANSFORMER_DEFAULTS.get(name)
+        return f" (default: {c} for ewb, {t} for transformer)"
+
+    p = sub.add_parser(
+        "train", formatter_class=formatter_class, help="check by training: SGD on ewb or a real transformer",
+        description="Train on sequences sampled from the chain and compare where training ends with where the "
+        "flow analysis predicts. --model ewb: mini-batch SGD on the canonical model (NumPy), final loss = the exact "
+        "expected loss. --model transformer: a single-layer PyTorch transformer (the torch extra), final loss "
+        "measured on held-out sequences. Exit code 1 when training does not end where the analysis predicts. "
+        "Defaults reproduce the paper's Figure 4 (p = 0.5, q = 0.8): standard ends at the unigram loss, "
+        "guideline at the bigram loss.",
+        epilog="examples:\n  flowlab train --init standard --json\n  flowlab train --init guideline\n"
+        "  flowlab train --at e=1,w=-1.5,b=0 --p 0.9 --q 0.9\n"
+        "  flowlab train --model transformer --init guideline --seed 1\n"
+        "  flowlab train --model transformer --init rank-one --at e=1,w=-1.5,a=0\n"
+        "  flowlab train --table --out agreement.json",
+    )
+    p.add_argument("--model", choices=TRAIN_MODELS, default="ewb", help="what is trained")
+    p.add_argument("--p", type=_float, default=DEFAULT_P, help="switching probability P(0->1), in (0, 1)")
+    p.add_argument("--q", type=_float, default=DEFAULT_Q, help="switching probability P(1->0), in (0, 1)")
+    p.add_argument("--init", choices=TRANSFORMER_INITS, default=None,
+                   help="standard: small Gaussian (ewb: e, w ~ N(0, 0.01^2), b = 0; transformer: weights N(0, 0.02^2)); "
+                   "guideline: the point `flowlab guide` recommends; rank-one (transformer): the weights of --at "
+                   "(default: standard, or the --at point for ewb)")
+    p.add_argument("--at", metavar="POINT",
+                   help="ewb: the initial point e=..,w=..[,b=..]; transformer with --init rank-one: e=..,w=..[,a=..,b=..]")
+    p.add_argument("--steps", type=_positive_int, default=None, help="SGD steps" + both("steps"))
+    p.add_argument("--batch", type=_positive_int, default=None, help="sequences per step" + both("batch"))
+    p.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length N" + both("seq_len"))
+    p.add_argument("--lr", type=_float, default=None, help="learning rate" + both("lr"))
+    p.add_argument("--momentum", type=_float, default=None, help="momentum in [0, 1)" + both("momentum"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the sampled data (default: 0)")
+    p.add_argument("--log-every", type=_positive_int, default=None, help="log every this many steps" + both("log_every"))
+    g = p.add_argument_group("transformer only")
+    g.add_argument("--d", type=_positive_int, default=TRANSFORMER_DEFAULTS["d"], help="model width (FFN width 4d)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=TRANSFORMER_DEFAULTS["optimizer"], help="optimiser")
+    g.add_argument("--noise", type=_float, default=None,
+                   help="std of the Gaussian added to the rank-one weights (default: 0.02 for guideline, 0 for rank-one)")
+    g.add_argument("--layer-norm", action="store_true", help="pre-LN before attention and FFN, and a final LN")
+    g.add_argument("--eval-sequences", type=_positive_int, default=TRANSFORMER_DEFAULTS["eval_sequences"],
+                   help="held-out sequences for the final loss")
+    g.add_argument("--threads", type=_positive_int, default=TRANSFORMER_DEFAULTS["threads"],
+                   help="torch intra-op threads (use 1 when the cores are busy with other work)")
+    p.add_argument("--table", action="store_true",
+                   help="instead of one run: the agreement table (flow prediction vs SGD on ewb) over a handful of "
+                   "(p, q) and initialisations")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON result here (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "guide", formatter_class=formatter_class, help="recommended initialisation from the basin analysis",
+        description="Recommend an initialisation for the chain: the region of the (e, w) plane that reaches the "
+        "bigram model (I*), and a concrete point chosen on a basin grid of model ew (labelled global, at least "
+        "--margin from every non-global label, e >= --e-min, smallest norm), checked by the flow of ewb, with the "
+        "reasoning (critical sets, separatrix level).",
+        epilog="examples:\n  flowlab guide\n  flowlab guide --p 0.1 --q 0.1 --json",
+    )
+    p.add_argument("--p", type=_float, default=DEFAULT_P, help="switching probability P(0->1), in (0, 1)")
+    p.add_argument("--q", type=_float, default=DEFAULT_Q, help="switching probability P(1->0), in (0, 1)")
+    p.add_argument("--grid", type=_positive_int, default=GUIDE_DEFAULTS["grid"], help="basin grid points per axis")
+    p.add_argument("--extent", type=_float, default=GUIDE_DEFAULTS["extent"], help="grid over [-extent, extent]^2")
+    p.add_argument("--margin", type=_float, default=GUIDE_DEFAULTS["margin"],
+                   help="minimum distance from the point to a non-global label")
+    p.add_argument("--e-min", type=_float, default=GUIDE_DEFAULTS["e_min"], help="minimum embedding e of the point")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON result here (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_guide)
+
+
+def _emit(result: dict, text: str, args) -> None:
+    from .io import atomic_write_text, to_json
+
+    payload = to_json(result)
+    if args.out:
+        atomic_write_text(args.out, payload)
+        if not args.quiet:
+            print(f"wrote {args.out}", file=sys.stderr)
+    sys.stdout.write(payload if args.json else text)
+
+
+def _sgd_settings(args, defaults) -> dict:
+    names = ("steps", "batch", "seq_len", "lr", "momentum", "log_every")
+    return {n: defaults[n] if getattr(args, n) is None else getattr(args, n) for n in names}
+
+
+def _canonical_text(r) -> str:
+    s = r.settings
+    lines = [
+        f"SGD on model ewb, p = {r.chain.p:g}, q = {r.chain.q:g} ({r.chain.regime}), init {r.init}, seed {s['seed']}",
+        "  initial   " + ", ".join(f"{k} = {v:.6g}" for k, v in r.initial.items()),
+        "  final     " + ", ".join(f"{k} = {v:.6g}" for k, v in r.final.items()),
+        f"  settings  steps {s['steps']}, batch {s['batch']}, seq_len {s['seq_len']}, lr {s['lr']:g}, "
+        f"momentum {s['momentum']:g}",
+        f"  final loss (exact expected) {r.final_loss:.6f}   bigram H = {r.bigram_loss:.6f}   "
+        f"unigram h(pi1) = {r.unigram_loss:.6f}",
+        f"  SGD ended: {r.sgd_ended}   flow predicts: {r.predicted}   agrees: {r.agrees}   ({r.seconds:.2f} s)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _transformer_text(r: dict) -> str:
+    s, c = r["settings"], r["chain"]
+    lines = [
+        f"single-layer transformer, p = {c['p']:g}, q = {c['q']:g} ({c['regime']}), init {r['init']}, seed {s['seed']}",
+        f"  settings  d {s['d']}, seq_len {s['seq_len']}, steps {s['steps']}, batch {s['batch']}, {s['optimizer']} "
+        f"lr {s['lr']:g}, momentum {s['momentum']:g}, layer_norm {s['layer_norm']}, {r['parameters']} parameters",
+        f"  final loss (held-out, {s['eval_sequences']} sequences) {r['final_loss']:.6f} +- {r['final_loss_se']:.6f}   "
+        f"bigram H = {r['bigram_loss']:.6f}   unigram h(pi1) = {r['unigram_loss']:.6f}",
+        f"  rank-one fraction at the end: W_V {_fmt(r['rank_one_fraction']['W_V'][-1])}, "
+        f"W_1 {_fmt(r['rank_one_fraction']['W_1'][-1])}",
+        f"  training ended: {r['ended']}   canonical analysis predicts: {r['predicted']}   agrees: {r['agrees']}   "
+        f"({r['seconds']:.1f} s)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_train(args) -> int:
+    from .cli import parse_point
+    from .errors import FlowlabInputError
+    from .markov import MarkovChain
+
+    chain = MarkovChain(args.p, args.q)
+    point = parse_point(args.at) if args.at else None
+    if args.table:
+        from .train import agreement_table, table_text
+
+        if args.model != "ewb" or args.init or args.at:
+            raise FlowlabInputError("--table trains model ewb over its own (p, q) and initialisations: "
+                                    "drop --model transformer, --init and --at")
+        rows = agreement_table(seed=args.seed, **_sgd_settings(args, CANONICAL_DEFAULTS))
+        _emit({"rows": rows, "agree": sum(r["agrees"] for r in rows), "total": len(rows)}, table_text(rows), args)
+        return 0 if all(r["agrees"] for r in rows) else 1
+
+    if args.model == "ewb":
+        from .models import get_model
+        from .train import train_canonical
+
+        if args.layer_norm or args.optimizer != "sgd" or args.noise is not None:
+            raise FlowlabInputError("--layer-norm, --optimizer and --noise apply to --model transformer only")
+        if args.init is not None and point is not None:
+            raise FlowlabInputError("give either --init or --at for model ewb, not both")
+        if args.init == "rank-one":
+            raise FlowlabInputError("--init rank-one is for --model transformer; for ewb give the point with --at")
+        if point is not None:
+            from .cli import point_vector
+
+            model = get_model("ewb")
+            point.setdefault("b", 0.0)
+            init = dict(zip(model.params, point_vector(model, point)))
+        else:
+            init = args.init or "standard"
+        result = train_canonical(chain, init, args.seed, **_sgd_settings(args, CANONICAL_DEFAULTS))
+        _emit(result.as_dict(), _canonical_text(result), args)
+        return 0 if result.agrees else 1
+
+    # ------------------------------------------------------------------ transformer
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise FlowlabInputError(f"--model transformer needs PyTorch, which is not installed: {TORCH_HINT}")
+    init = args.init or "standard"
+    if init == "rank-one":
+        if point is None:
+            raise FlowlabInputError("--init rank-one needs --at e=..,w=..[,a=..,b=..]")
+        unknown = sorted(set(point) - {"e", "w", "a", "b"})
+        missing = sorted({"e", "w"} - set(point))
+        if unknown or missing:
+            raise FlowlabInputError(
+                "a rank-one point has parameters e, w (required) and a, b (optional)"
+                + (f"; unknown: {','.join(unknown)}" if unknown else "")
+                + (f"; missing: {','.join(missing)}" if missing else "")
+            )
+    elif point is not None:
+        raise FlowlabInputError("--at goes with --init rank-one for the transformer")
+    if args.noise is not None and args.noise < 0:
+        raise FlowlabInputError(f"--noise must be >= 0, got {args.noise}")
+    from .transformer import train_transformer
+
+    settings = _sgd_settings(args, TRANSFORMER_DEFAULTS)
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings["steps"], desc=f"transformer {init}", file=sys.stderr, unit="step")
+    try:
+        result = train_transformer(
+            chain, init=init, seed=args.seed, point=point, d=args.d, optimizer=args.optimizer, noise=args.noise,
+            layer_norm=args.layer_norm, eval_sequences=args.eval_sequences, threads=args.threads,
+            progress=(lambda k: bar.update(k - bar.n)) if bar is not None else None, **settings,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(result, _transformer_text(result), args)
+    return 0 if result["agrees"] else 1
+
+
+def cmd_guide(args) -> int:
+    from .markov import MarkovChain
+    from .train import guide, guide_text
+
+    chain = MarkovChain(args.p, args.q)
+    result = guide(chain, grid=args.grid, extent=args.extent, margin=args.margin, e_min=args.e_min)
+    _emit(result, guide_text(result), args)
+    return 0 if result["predicted"] == "global" else 1

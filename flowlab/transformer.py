@@ -1,0 +1,407 @@
+"""A real single-layer transformer in PyTorch, trained on sequences of a binary Markov chain.
+
+This is the only flowlab module that imports torch (the ``torch`` extra:
+``pip install -e ".[torch]"``).
+
+Architecture (no layer norm by default; ``layer_norm=True`` adds pre-LN before attention and
+the FFN and a final LN):
+
+    h0_n = E[x_n] + P_n                                   token + positional embedding (d)
+    h1_n = h0_n + W_O sum_{i<=n} softmax_i(<W_Q h0_n, W_K h0_i>/sqrt(d)) W_V h0_i    one causal head
+    h2_n = h1_n + W_2 ReLU(W_1 h1_n + c_1) + c_2          feed-forward block (d_ff = 4d)
+    z_n  = <E[1] - E[0], h2_n> + b                        logit of "x_{n+1} = 1", head tied to E
+
+trained with the binary cross-entropy of sigma(z_n) against x_{n+1} at positions 1..N-1.
+
+Initialisations:
+
+* ``standard``: every weight N(0, 0.02^2), biases 0;
+* ``rank-one`` (:func:`init_rank_one`): the weights of a point (e, w, a) of the canonical
+  analysis (MODELS.md section 4). With alpha a random +-1/sqrt(d) vector (unit norm) and
+  beta = (1, ..., 1)/sqrt(d_ff) (non-negative, so ReLU acts on it coordinate-wise as on a scalar):
+  E[0] = 0, E[1] = e alpha, P_n = -(e/2) alpha, W_Q = W_K = 0 (uniform causal attention),
+  W_V = a alpha alpha^T, W_O = alpha alpha^T, W_1 = 2|w| beta alpha^T, W_2 = 2w alpha beta^T,
+  c_1 = c_2 = 0, b as given. Then h0_n = e (x_n - 1/2) alpha, h1_n = e s_n alpha with
+  s_n = (x_n - 1/2) + a (m_n - 1/2), the FFN adds 4w|w| e max(s_n, 0) alpha (e > 0), and
+  z_n = e^2 [s_n + 4w|w| max(s_n, 0)] + b: exactly the ``ewa`` logit. For e < 0 the same
+  network with |e| and -alpha is built (the logit depends on e^2 only).
+* ``guideline`` (:func:`init_guideline`): the rank-one weights of the point that
+  :func:`flowlab.train.guide` recommends (a = 0), plus the standard N(0, 0.02^2) noise on every
+  weight matrix unless ``noise=0`` (so that no weight sits exactly at a symmetric zero).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import FlowlabInputError, real_number
+from .markov import MarkovChain
+
+INITS = ("standard", "guideline", "rank-one")
+OPTIMIZERS = ("sgd", "adam")
+#: The standard initialisation: weights N(0, STD^2), biases 0.
+STANDARD_STD = 0.02
+#: Defaults of :func:`train_transformer` (the paper's Figure 4 at p = 0.5, q = 0.8, in seconds per run).
+DEFAULTS = {
+    "d": 8,
+    "seq_len": 32,
+    "steps": 1500,
+    "batch": 32,
+    "lr": 0.5,
+    "momentum": 0.0,
+    "optimizer": "sgd",
+    "log_every": 25,
+    "eval_sequences": 2**15,
+    "val_sequences": 4096,
+    "noise": STANDARD_STD,
+    "layer_norm": False,
+    "threads": 2,
+}
+#: Shorter runs for a quick look (tests, ``--fast``); one thread, as short runs gain nothing from more and a
+#: busy machine loses a lot (the numbers do not depend on the thread count).
+FAST_SETTINGS = {"steps": 400, "eval_sequences": 2**12, "val_sequences": 1024, "log_every": 20, "threads": 1}
+#: The optimiser of the extra runs that show an adaptive optimiser escaping the unigram plateau.
+ADAM_CHECK = {"optimizer": "adam", "lr": 1e-3}
+
+
+class SingleLayerTransformer(nn.Module):
+    """One causal softmax attention head and a ReLU FFN on a binary alphabet; see the module docstring."""
+
+    def __init__(self, d: int = 8, seq_len: int = 32, d_ff: int | None = None, *, layer_norm: bool = False,
+                 dtype=torch.float32):
+        super().__init__()
+        for name, val in (("d", d), ("seq_len", seq_len)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise FlowlabInputError(f"{name} must be a positive integer, got {val!r}")
+        d_ff = 4 * d if d_ff is None else d_ff
+        if isinstance(d_ff, bool) or not isinstance(d_ff, int) or d_ff < 1:
+            raise FlowlabInputError(f"d_ff must be a positive integer, got {d_ff!r}")
+        self.d, self.seq_len, self.d_ff, self.layer_norm = d, seq_len, d_ff, bool(layer_norm)
+
+        def param(*shape):
+            return nn.Parameter(torch.zeros(*shape, dtype=dtype))
+
+        self.tok = param(2, d)  # E[0], E[1]
+        self.pos = param(seq_len, d)  # P_1 .. P_N
+        self.W_Q, self.W_K, self.W_V, self.W_O = param(d, d), param(d, d), param(d, d), param(d, d)
+        self.W_1, self.c_1 = param(d_ff, d), param(d_ff)
+        self.W_2, self.c_2 = param(d, d_ff), param(d)
+        self.bias = param(())
+        if self.layer_norm:
+            self.ln_1 = nn.LayerNorm(d, dtype=dtype)
+            self.ln_2 = nn.LayerNorm(d, dtype=dtype)
+            self.ln_f = nn.LayerNorm(d, dtype=dtype)
+        mask = torch.tril(torch.ones(seq_len, seq_len, dtype=torch.bool))
+        self.register_buffer("mask", mask, persistent=False)
+
+    #: Weight matrices (drawn by the standard initialisation); the rest are biases / LN parameters.
+    WEIGHTS = ("tok", "pos", "W_Q", "W_K", "W_V", "W_O", "W_1", "W_2")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits z_n of "next token is 1" for every position: (batch, N) from tokens (batch, N)."""
+        n = x.shape[-1]
+        if n > self.seq_len:
+            raise FlowlabInputError(f"sequences of length {n} exceed the model's context {self.seq_len}")
+        h = self.tok[x] + self.pos[:n]
+        a_in = self.ln_1(h) if self.layer_norm else h
+        q, k, v = a_in @ self.W_Q.T, a_in @ self.W_K.T, a_in @ self.W_V.T
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d)
+        scores = scores.masked_fill(~self.mask[:n, :n], float("-inf"))
+        h = h + (torch.softmax(scores, dim=-1) @ v) @ self.W_O.T
+        f_in = self.ln_2(h) if self.layer_norm else h
+        h = h + torch.relu(f_in @ self.W_1.T + self.c_1) @ self.W_2.T + self.c_2
+        if self.layer_norm:
+            h = self.ln_f(h)
+        return h @ (self.tok[1] - self.tok[0]) + self.bias
+
+    def rank_one_fraction(self, name: str) -> float | None:
+        """sigma_1^2 / sum sigma_i^2 of a weight matrix (None for an all-zero matrix)."""
+        with torch.no_grad():
+            s = torch.linalg.svdvals(getattr(self, name).double())
+        total = float(torch.sum(s * s))
+        return None if total == 0.0 else float(s[0] ** 2) / total
+
+
+# --------------------------------------------------------------------- initialisations
+def _generator(seed) -> torch.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise FlowlabInputError(f"seed must be a non-negative integer, got {seed!r}")
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _add_noise(model: SingleLayerTransformer, std: float, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        for name in model.WEIGHTS:
+            p = getattr(model, name)
+            p.add_(std * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
+
+
+def init_standard(seed: int = 0, *, std: float = STANDARD_STD, **model_kwargs) -> SingleLayerTransformer:
+    """A new model with every weight N(0, std^2) (seeded) and biases 0."""
+    std = real_number(std, "std")
+    model = SingleLayerTransformer(**model_kwargs)
+    _add_noise(model, std, _generator(seed))
+    return model
+
+
+def rank_one_vector(d: int, seed: int) -> np.ndarray:
+    """alpha: a random vector with entries +-1/sqrt(d) (unit norm), from ``seed``."""
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=d)
+    return signs / math.sqrt(d)
+
+
+def init_rank_one(e: float, w: float, a: float = 0.0, seed: int = 0, *, b: float = 0.0, noise: float = 0.0,
+                  **model_kwargs) -> SingleLayerTransformer:
+    """A new model whose weights realise the canonical point (e, w, a) with bias b (module docstring).
+
+    Without noise its logits equal e^2 [s_n + 4w|w| max(s_n, 0)] + b exactly (the ``ewa`` logit).
+    ``noise`` > 0 adds N(0, noise^2) to every weight matrix (seeded by ``seed`` too).
+    """
+    e, w, a, b = (real_number(v, n) for v, n in ((e, "e"), (w, "w"), (a, "a"), (b, "b")))
+    noise = real_number(noise, "noise")
+    if noise < 0:
+        raise FlowlabInputError(f"noise must be >= 0, got {noise}")
+    model = SingleLayerTransformer(**model_kwargs)
+    gen = _generator(seed)
+    d, d_ff = model.d, model.d_ff
+    alpha = rank_one_vector(d, int(seed)) * (1.0 if e >= 0 else -1.0)
+    e = abs(e)
+    beta = np.ones(d_ff) / math.sqrt(d_ff)
+    aa = np.outer(alpha, alpha)
+    values = {
+        "tok": np.stack([np.zeros(d), e * alpha]),
+        "pos": np.tile(-(e / 2) * alpha, (model.seq_len, 1)),
+        "W_Q": np.zeros((d, d)),
+        "W_K": np.zeros((d, d)),
+        "W_V": a * aa,
+        "W_O": aa,
+        "W_1": 2 * abs(w) * np.outer(beta, alpha),
+        "W_2": 2 * w * np.outer(alpha, beta),
+        "bias": np.array(b),
+    }
+    with torch.no_grad():
+        for name, val in values.items():
+            p = getattr(model, name)
+            p.copy_(torch.as_tensor(val, dtype=torch.float64).to(p.dtype))
+    if noise > 0:
+        _add_noise(model, noise, gen)
+    return model
+
+
+def init_guideline(chain: MarkovChain, seed: int = 0, *, noise: float = STANDARD_STD, guide_point=None,
+                   **model_kwargs) -> SingleLayerTransformer:
+    """The rank-one weights of :func:`flowlab.train.guide`'s point for ``chain`` (a = 0), plus N(0, noise^2)."""
+    if guide_point is None:
+        from .train import guide
+
+        guide_point = guide(chain)["point"]
+    return init_rank_one(guide_point["e"], guide_point["w"], 0.0, seed, b=guide_point.get("b", 0.0),
+                         noise=noise, **model_kwargs)
+
+
+# ---------------------------------------------------------------------------- training
+def _bce(model, x: torch.Tensor) -> torch.Tensor:
+    """Per-position BCE (batch, N-1) of predicting x_{n+1} from the prefix up to n."""
+    z = model(x)[:, :-1]
+    y = x[:, 1:].to(z.dtype)
+    return nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+
+
+def heldout_loss(model, chain: MarkovChain, n_sequences: int, seed: int, *, batch: int = 4096) -> tuple[float, float]:
+    """(mean BCE, standard error) of ``model`` on ``n_sequences`` fresh sequences (positions 1..N-1)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for start in range(0, n_sequences, batch):
+            n = min(batch, n_sequences - start)
+            x = torch.from_numpy(chain.sample(n, model.seq_len, int(rng.integers(2**63 - 1))).astype(np.int64))
+            losses = _bce(model, x).double()
+            total += float(losses.sum())
+            total_sq += float((losses * losses).sum())
+            count += losses.numel()
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0)
+    return mean, math.sqrt(var / count)
+
+
+def _check_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise FlowlabInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def build_model(chain: MarkovChain, init: str, seed: int, *, d: int, seq_len: int, layer_norm: bool = False,
+                noise: float = STANDARD_STD, point: dict | None = None, dtype=torch.float32):
+    """(model, initial point description) for an initialisation name."""
+    kwargs = {"d": d, "seq_len": seq_len, "layer_norm": layer_norm, "dtype": dtype}
+    if init == "standard":
+        return init_standard(seed, **kwargs), None
+    if init == "guideline":
+        from .train import guide
+
+        pt = guide(chain)["point"]
+        return init_guideline(chain, seed, noise=noise, guide_point=pt, **kwargs), {**pt, "a": 0.0}
+    if init == "rank-one":
+        if point is None or not {"e", "w"} <= set(point) or set(point) - {"e", "w", "a", "b"}:
+            raise FlowlabInputError("init 'rank-one' needs a point with e and w (and optionally a, b), e.g. e=1,w=-1.5,a=0")
+        pt = {"e": point["e"], "w": point["w"], "a": point.get("a", 0.0), "b": point.get("b", 0.0)}
+        return init_rank_one(pt["e"], pt["w"], pt["a"], seed, b=pt["b"], noise=noise, **kwargs), pt
+    raise FlowlabInputError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+
+
+def _prediction(chain: MarkovChain, init: str, point: dict | None, seed: int) -> tuple[str, str]:
+    """(basin, basis): what the canonical analysis predicts for this initialisation."""
+    from .train import predict
+
+    if init == "standard":
+        rng = np.random.default_rng(seed)
+        e, w = rng.normal(0.0, STANDARD_STD, size=2)
+        basin, msg = predict(chain, [e, w, 0.0])
+        return basin, (f"flow of ewb from a canonical point of the same scale, (e, w, b) = ({e:.4g}, {w:.4g}, 0) with "
+                       f"e, w ~ N(0, {STANDARD_STD:g}^2): {msg}")
+    if point["a"] != 0:
+        return "undetermined", "a != 0: the flow of model ewa is not among the presets; no prediction"
+    basin, msg = predict(chain, [point["e"], point["w"], point["b"]])
+    return basin, f"flow of ewb from the rank-one point (e, w, b) = ({point['e']:g}, {point['w']:g}, {point['b']:g}): {msg}"
+
+
+def train_transformer(
+    chain: MarkovChain,
+    *,
+    init: str = "standard",
+    seed: int = 0,
+    point: dict | None = None,
+    d: int = DEFAULTS["d"],
+    seq_len: int = DEFAULTS["seq_len"],
+    steps: int = DEFAULTS["steps"],
+    batch: int = DEFAULTS["batch"],
+    lr: float = DEFAULTS["lr"],
+    momentum: float = DEFAULTS["momentum"],
+    optimizer: str = DEFAULTS["optimizer"],
+    log_every: int = DEFAULTS["log_every"],
+    eval_sequences: int = DEFAULTS["eval_sequences"],
+    val_sequences: int = DEFAULTS["val_sequences"],
+    noise: float | None = None,
+    layer_norm: bool = DEFAULTS["layer_norm"],
+    threads: int = DEFAULTS["threads"],
+    progress=None,
+) -> dict:
+    """Train the single-layer transformer on ``chain`` and return a JSON-ready result.
+
+    ``init``: 'standard', 'guideline' or 'rank-one' (with ``point`` = {e, w, a[, b]}). ``noise``
+    is the std of the Gaussian added to the rank-one weights (default: 0.02 for 'guideline', 0 for
+    'rank-one'). Fresh sequences every step (seeded); the loss curve ``losses`` is measured on a
+    fixed validation sample of ``val_sequences`` sequences at every logged step, the rank-one
+    fractions of W_V and W_1 at the same steps, and ``final_loss`` on ``eval_sequences`` fresh
+    held-out sequences (with its standard error).
+    """
+    if not isinstance(chain, MarkovChain):
+        raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
+    if optimizer not in OPTIMIZERS:
+        raise FlowlabInputError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    d, seq_len = _check_int(d, "d"), _check_int(seq_len, "seq_len", 2)
+    steps, batch, log_every = _check_int(steps, "steps"), _check_int(batch, "batch"), _check_int(log_every, "log_every")
+    eval_sequences, val_sequences = _check_int(eval_sequences, "eval_sequences"), _check_int(val_sequences, "val_sequences")
+    threads = _check_int(threads, "threads")
+    seed = _check_int(seed, "seed", 0)
+    lr, momentum = real_number(lr, "lr"), real_number(momentum, "momentum")
+    if lr <= 0 or not 0 <= momentum < 1:
+        raise FlowlabInputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+    if noise is None:
+        noise = STANDARD_STD if init == "guideline" else 0.0
+    noise = real_number(noise, "noise")
+    settings = {"init": init, "seed": seed, "d": d, "d_ff": 4 * d, "seq_len": seq_len, "steps": steps,
+                "batch": batch, "lr": lr, "momentum": momentum, "optimizer": optimizer, "log_every": log_every,
+                "eval_sequences": eval_sequences, "val_sequences": val_sequences,
+                "noise": noise if init != "standard" else None, "standard_std": STANDARD_STD,
+                "layer_norm": bool(layer_norm), "threads": threads}
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        model, initial_point = build_model(chain, init, seed, d=d, seq_len=seq_len, layer_norm=layer_norm,
+                                           noise=noise, point=point)
+        if optimizer == "sgd":
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(momentum or 0.9, 0.999))
+        seeds = np.random.SeedSequence(seed).spawn(3)
+        data_rng = np.random.default_rng(seeds[0])
+        val_x = torch.from_numpy(chain.sample(val_sequences, seq_len, int(seeds[1].generate_state(1)[0])).astype(np.int64))
+
+        log = {"steps": [], "losses": [], "train_losses": [], "W_V": [], "W_1": []}
+
+        def record(step, train_loss):
+            with torch.no_grad():
+                val = float(_bce(model, val_x).double().mean())
+            log["steps"].append(step)
+            log["losses"].append(val)
+            log["train_losses"].append(val if train_loss is None else train_loss)
+            log["W_V"].append(model.rank_one_fraction("W_V"))
+            log["W_1"].append(model.rank_one_fraction("W_1"))
+
+        record(0, None)
+        running, n_running = 0.0, 0
+        chunk = 64
+        data = None
+        for step in range(1, steps + 1):
+            k = (step - 1) % chunk
+            if k == 0:
+                n = min(chunk, steps - step + 1)
+                data = torch.from_numpy(
+                    chain.sample(n * batch, seq_len, int(data_rng.integers(2**63 - 1))).astype(np.int64))
+            x = data[k * batch : (k + 1) * batch]
+            loss = _bce(model, x).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FlowlabInputError(f"training diverged at step {step} (lr={lr:g}): the loss is not finite; "
+                                        "lower the learning rate")
+            running += value
+            n_running += 1
+            if step % log_every == 0 or step == steps:
+                record(step, running / n_running)
+                running, n_running = 0.0, 0
+                if progress is not None:
+                    progress(step)
+        final_loss, final_se = heldout_loss(model, chain, eval_sequences, int(seeds[2].generate_state(1)[0]))
+    finally:
+        torch.set_num_threads(old_threads)
+    seconds = time.perf_counter() - t0
+    H, h = chain.entropy_rate, chain.unigram_loss
+    from .train import ended_basin, gap_closed
+
+    ended = ended_basin(chain, final_loss)
+    predicted, basis = _prediction(chain, init, initial_point, seed)
+    return {
+        "model": "transformer",
+        "chain": chain.as_dict(),
+        "init": init,
+        "initial_point": initial_point,
+        "final_loss": final_loss,
+        "final_loss_se": final_se,
+        "unigram_loss": h,
+        "bigram_loss": H,
+        "final_minus_bigram": final_loss - H,
+        "final_minus_unigram": final_loss - h,
+        "gap_closed": gap_closed(chain, final_loss),
+        "ended": ended,
+        "predicted": predicted,
+        "prediction_basis": basis,
+        "agrees": predicted == ended,
+        "steps": log["steps"],
+        "losses": log["losses"],
+        "train_losses": log["train_losses"],
+        "rank_one_fraction": {"W_V": log["W_V"], "W_1": log["W_1"]},
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "settings": settings,
+        "seconds": seconds,
+    }
