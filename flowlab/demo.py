@@ -90,7 +90,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     summary: dict = {"derivations": {}, "critical": {}, "basins": [], "gaussian": [], "flows": [], "fast": fast}
     grid_n = 48 if fast else 256
     grid_3d = 10 if fast else 24
-    samples = 200 if fast else 2000
+    samples = 200 if fast else 1000
     box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
     steps = ["derivations", "critical sets", "figure 1", "basins", "gaussian", "flows", "figures", "attention (ewa)",
              "training (figure 4)"]
@@ -149,7 +149,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
         crits[("ew", pq)] = crit
         grid = basin_grid(ew, chain, box, grid_n)
         grids[pq] = grid
-        plots.energy_landscape(ew, chain, crit=crit, extent=box, ax=axes[row, 0], resolution=120 if fast else 300)
+        plots.energy_landscape(ew, chain, crit=crit, extent=box, ax=axes[row, 0], resolution=120 if fast else 240)
         plots.basin_map(grid, crit=crit, ax=axes[row, 1])
         axes[row, 0].set_title(f"({'ac'[row]}) energy and flow, " + axes[row, 0].get_title())
         axes[row, 1].set_title(f"({'bd'[row]}) basins, " + axes[row, 1].get_title())
