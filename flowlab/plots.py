@@ -570,6 +570,25 @@ def _direction_field(ax, nm, box, field):
 
 
 # -------------------------------------------------------------------------- basin map
+def _sliced_model(model, fixed):
+    """The model restricted to a slice (some parameters held at values): its critical sets in the slice.
+
+    For a profiled model L = ell(D), the critical points of the restriction are {D = D*} and the
+    points where the free partial derivatives of D vanish, which for the preset models is the
+    intersection of the full critical sets with the slice.
+    """
+    from dataclasses import replace
+
+    import sympy as sp
+
+    from .models import param_symbol
+
+    subs = {param_symbol(k): sp.nsimplify(v) for k, v in fixed.items()}
+    params = tuple(n for n in model.params if n not in fixed)
+    return replace(model, name=f"{model.name}|" + ",".join(f"{k}={v:g}" for k, v in fixed.items()),
+                   params=params, logit=model.logit.subs(subs), invariants=())
+
+
 def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     """The labels of a 2-D BasinGrid as an image (paper Fig. 1 b/d), with separatrix and critical sets.
 
@@ -604,11 +623,13 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     im.set_gid("basins")
     box = {xn: (float(x[0]), float(x[-1])), yn: (float(y[0]), float(y[-1]))}
     model = None
-    if (crit is None or separatrix) and not sliced:
+    if crit is None or separatrix:
         try:
             model = get_model(grid.model)
         except FlowlabInputError:
             model = None
+        if model is not None and sliced:
+            model = _sliced_model(model, sliced)
     if crit is None and model is not None:
         crit = critical_sets(model, grid.chain, box)
     if separatrix and model is not None:
