@@ -332,3 +332,18 @@ def test_loss_curve_keeps_its_behaviour(chain):
     assert loss_curve(res, ax) is ax
     assert to_hex(ax.get_lines()[0].get_color()) == to_hex(COLORS["global"])
     assert ax.get_xscale() == "symlog"
+
+
+def test_basin_slice_overlays_the_sets_of_the_slice():
+    """A slice a = a0 of ewa: the saddle drawn is where 1 + 4w|w| clip(1/2 + c, 0, 1) = 0 (MODELS.md section 4)."""
+    p, q, a0 = 0.5, 0.8, 0.8
+    grid = basin_grid(get_model("ewa"), MarkovChain(p, q), {"e": (-2, 2), "w": (-2, 2)}, 16, fixed={"a": a0},
+                      cross_check=False)
+    ax = basin_map(grid)
+    saddles = [a for a in ax.get_children() if (a.get_gid() or "") == "critical:saddle"]
+    assert saddles
+    clip = min(max(0.5 + a0 * (p / (p + q) - 0.5), 0.0), 1.0)
+    w_s = -math.sqrt(1 / (4 * clip))
+    xy = np.asarray(saddles[0].get_offsets() if hasattr(saddles[0], "get_offsets") else saddles[0].get_xydata())
+    assert np.allclose(xy[0], [0.0, w_s], atol=1e-6)
+    plt.close(ax.figure)
