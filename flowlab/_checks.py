@@ -20,6 +20,17 @@ def real_number(value, name: str) -> float:
     return value
 
 
+def integer(value, name: str, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """``value`` as an int within [minimum, maximum] (None: unbounded); bool is not an integer."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise FlowlabInputError(f"{name} must be an integer, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = " and ".join(b for b in (f">= {minimum}" if minimum is not None else "",
+                                           f"<= {maximum}" if maximum is not None else "") if b)
+        raise FlowlabInputError(f"{name} must be an integer {bounds}, got {value!r}")
+    return int(value)
+
+
 def probability(value, name: str) -> float:
     """A switching probability: finite and strictly inside (0, 1)."""
     value = real_number(value, name)

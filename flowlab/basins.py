@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import FlowlabInputError, real_number
+from ._checks import FlowlabInputError, integer, real_number
 from .markov import MarkovChain
 from .models import Model
 from .numeric import NumericModel
@@ -64,8 +64,7 @@ class FlowSettings:
         for name in ("t_max", "rtol", "atol", "grad_tol", "hess_tol", "curvature_min"):
             if real_number(getattr(self, name), name) <= 0:
                 raise FlowlabInputError(f"{name} must be positive, got {getattr(self, name)}")
-        if not isinstance(self.chunk, int) or self.chunk < 1:
-            raise FlowlabInputError(f"chunk must be a positive integer, got {self.chunk!r}")
+        integer(self.chunk, "chunk")
 
 
 @dataclass(frozen=True)
@@ -264,8 +263,7 @@ def _axes(model: Model, ranges, n: int, fixed=None) -> dict[str, np.ndarray]:
     """One axis per parameter: n points over its range, or the single value of a fixed parameter."""
     from .critical import make_box
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise FlowlabInputError(f"grid must be an integer >= 2 (points per axis), got {n!r}")
+    n = integer(n, "grid (points per axis)", 2)
     fixed = dict(fixed or {})
     unknown = [k for k in fixed if k not in model.params]
     clash = [k for k in fixed if k in (ranges or {})]
@@ -439,8 +437,7 @@ def gaussian_basin(
     sigma = real_number(sigma, "sigma")
     if sigma <= 0:
         raise FlowlabInputError(f"sigma must be positive, got {sigma}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise FlowlabInputError(f"samples must be a positive integer, got {samples!r}")
+    samples = integer(samples, "samples")
     if method not in METHODS:
         raise FlowlabInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     chain.require_nondegenerate("which minimum a random initialisation reaches")

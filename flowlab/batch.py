@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import integer
 from .errors import FlowlabInputError
 
 #: The label (and ``decide`` return value) of a point whose fate is not decided.
@@ -117,10 +118,6 @@ def _positive(value, name: str, *, allow_inf: bool = False) -> float:
     return value
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise FlowlabInputError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _initial_points(y0) -> np.ndarray:
@@ -311,8 +308,8 @@ def integrate_batch(
     t_max = _positive(t_max, "t_max")
     rtol = _positive(rtol, "rtol")
     atol = _positive(atol, "atol")
-    decide_every = _positive_int(decide_every, "decide_every")
-    max_steps = _positive_int(max_steps, "max_steps")
+    decide_every = integer(decide_every, "decide_every")
+    max_steps = integer(max_steps, "max_steps")
     if first_step is not None:
         first_step = _positive(first_step, "first_step")
     max_step = _positive(max_step, "max_step", allow_inf=True)

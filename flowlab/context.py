@@ -24,7 +24,7 @@ from functools import cache
 import numpy as np
 from scipy.special import expit
 
-from ._checks import FlowlabInputError, finite_array
+from ._checks import finite_array, integer
 from .markov import MarkovChain
 from .models import ATTENTION, TOKEN, Model, param_symbol
 
@@ -49,9 +49,7 @@ class ContextTerms:
 
 def context_terms(chain: MarkovChain, n: int) -> ContextTerms:
     """The law of (x_n, m_n) averaged over n = 1..N, exactly (no sampling)."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= MAX_CONTEXT:
-        raise FlowlabInputError(f"the context length must be an integer in [1, {MAX_CONTEXT}], got {n!r}")
-    n = int(n)
+    n = integer(n, "the context length", 1, MAX_CONTEXT)
     P = chain.kernel
     # w[x, s]: probability of (x_n = x, S_n = s), s = 0..n
     w = np.zeros((2, n + 1))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._checks import FlowlabInputError, real_number
+from ._checks import FlowlabInputError, integer, real_number
 from .critical_numeric import ISOLATED_RADIUS
 from .derivation import P as P_SYM
 from .derivation import Q as Q_SYM
@@ -608,10 +608,8 @@ def critical_sets(
     """
     if method not in METHODS:
         raise FlowlabInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if isinstance(starts, bool) or not isinstance(starts, int) or not 1 <= starts <= 2**20:
-        raise FlowlabInputError(f"starts must be an integer in [1, 2^20], got {starts!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise FlowlabInputError(f"samples must be a positive integer, got {samples!r}")
+    starts = integer(starts, "starts", 1, 2**20)
+    samples = integer(samples, "samples")
     box = make_box(model, box)
     timings = {}
     notes = []
@@ -713,7 +711,7 @@ def regions_table(model: Model, box=None, **kwargs) -> dict:
         res = critical_sets(model, MarkovChain(p, q), box, **kwargs)
         columns[region] = res
         for s in res.sets:
-            key = _row_key(s, res)
+            key = s.text  # chain-independent: D* stays a symbol
             rows.setdefault(key, {"set": key, "latex": s.equation, "dimension": s.dimension})[region] = {
                 "kind": s.kind,
                 "location": s.location,
@@ -730,11 +728,6 @@ def regions_table(model: Model, box=None, **kwargs) -> dict:
         "messages": {r: res.message for r, res in columns.items()},
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _row_key(s: CriticalSet, res: CriticalResult) -> str:
-    """A chain-independent label: the plain-text equation (D* stays a symbol)."""
-    return s.text
 
 
 # ------------------------------------------------------------------------------ rendering

@@ -64,6 +64,14 @@ def _save_figure(fig, base: Path) -> list[str]:
     return names
 
 
+def _timed(phases, times: dict):
+    """Yield the phases one by one, recording each phase's wall time (until the next one is asked for)."""
+    for name in phases:
+        t0 = time.perf_counter()
+        yield name
+        times[name] = time.perf_counter() - t0
+
+
 def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> dict:
     """Run the demo and return its summary (also written to ``out/summary.json``).
 
@@ -96,23 +104,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
              "training (figure 4)"]
     bar = _progress(steps, quiet, "demo")
     phase_times: dict = {}
-    last = [time.perf_counter(), None]
-
-    def _advance():
-        now = time.perf_counter()
-        if last[1] is not None:
-            phase_times[last[1]] = now - last[0]
-        name = next(_steps)
-        last[0], last[1] = now, name
-        return name
-
-    _steps = iter(bar)
-
-    class _It:
-        def __next__(self):
-            return _advance()
-
-    it = _It()
+    it = _timed(bar, phase_times)
 
     next(it)  # -------------------------------------------------------------- derivations
     for name in ("ew", "ewb", "ewa"):
@@ -226,7 +218,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     summary["ewa"] = _attention_section(out, files, fast=fast, small=small)
     next(it)  # ------------------------------------------------------ training: the paper's Figure 4
     summary["training"] = _training_section(out, files, fast=fast)
-    phase_times[last[1]] = time.perf_counter() - last[0]
+    next(it, None)  # records the last phase
     bar.close()
     summary["phase_seconds"] = phase_times
 

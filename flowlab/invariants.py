@@ -24,7 +24,7 @@ from functools import cache
 
 import sympy as sp
 
-from .critical_symbolic import fix_branches
+from .critical_symbolic import _split_symbols, fix_branches
 from .derivation import derive, tidy, vanishes
 from .models import Model
 
@@ -108,9 +108,8 @@ def derive_invariants(model: Model) -> InvariantSearch:
         return InvariantSearch(model.name, "", (), len(params) - 1, (str(exc),))
     region = " and ".join(f"{sp.sstr(c)} > 0" for c in conds)
     grad = [tidy(sp.diff(gap, s)) for s in params]
-    split = sorted({a for g in [gap, *grad] for f in g.atoms(sp.Abs, sp.sign) for a in f.args
-                    if isinstance(a, sp.Symbol)}, key=str)
-    if any(not isinstance(a, sp.Symbol) for g in [gap, *grad] for f in g.atoms(sp.Abs, sp.sign) for a in f.args):
+    split, bare = _split_symbols([gap, *grad])
+    if not bare:
         return InvariantSearch(model.name, region, (), len(params) - 1, ("|.| of an expression: not split",))
     mags = {s: sp.Symbol(f"{s.name}_m", positive=True) for s in split}
     found: list[DerivedInvariant] = []
@@ -120,7 +119,6 @@ def derive_invariants(model: Model) -> InvariantSearch:
         results = {}
         for pattern in itertools.product((1, -1), repeat=len(split)):
             sub = {s: sg * mags[s] for s, sg in zip(split, pattern)}
-            uu, vv = sub.get(u, u), sub.get(v, v)
             # in the case, u and v are sign * magnitude: du = sign du_m
             su = dict(zip(split, pattern)).get(u, 1)
             sv = dict(zip(split, pattern)).get(v, 1)
@@ -129,7 +127,6 @@ def derive_invariants(model: Model) -> InvariantSearch:
                 r = sp.simplify(r.subs(extra_sub(sub)))
             um = mags.get(u, u)
             vm = mags.get(v, v)
-            del uu, vv
             moving = [mags.get(s, s) for s in params if s not in (u, v) and s not in moving_ok]
             integral = _integral_pair(r, um, vm, moving)
             if integral is None:

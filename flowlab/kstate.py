@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ._checks import finite_array, real_number
+from ._checks import finite_array, integer, real_number
 from .errors import FlowlabInputError
 from .models import TOKEN, param_symbol
 
@@ -241,11 +241,8 @@ class KStateChain:
 
         Inverse-CDF sampling, vectorised over sequences; the dtype is int8 for k <= 128.
         """
-        for name, val in (("n_sequences", n_sequences), ("length", length)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-                raise FlowlabInputError(f"{name} must be a positive integer, got {val!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise FlowlabInputError(f"seed must be an integer, got {seed!r}")
+        n_sequences, length = integer(n_sequences, "n_sequences"), integer(length, "length")
+        seed = integer(seed, "seed", None)
         k = self.k
         dtype = np.int8 if k <= 128 else np.int16 if k <= 32768 else np.int32
         rng = np.random.default_rng(seed)
@@ -480,13 +477,12 @@ def compile_kstate(model: KStateModel) -> CompiledKStateModel:
 
 
 def _stack(values, shape) -> np.ndarray:
-    out = []
-    for v in values:
-        a = np.asarray(v)
-        if np.iscomplexobj(a):
-            raise FlowlabInputError("a logit evaluated to a complex number; logits must be real")
-        out.append(np.broadcast_to(a.astype(np.float64), shape))
-    return np.stack(out, -1)
+    """numeric._stack, refusing complex values (a user logit such as sqrt(u) at u < 0)."""
+    from .numeric import _stack as stack_real
+
+    if any(np.iscomplexobj(v) for v in values):
+        raise FlowlabInputError("a logit evaluated to a complex number; logits must be real")
+    return stack_real(values, shape)
 
 
 def log_softmax(logits, axis=-1) -> np.ndarray:

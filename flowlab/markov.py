@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import FlowlabInputError, probability
+from ._checks import FlowlabInputError, integer, probability
 
 #: |p + q - 1| below this is treated as the degenerate (i.i.d.) chain.
 DEGENERATE_TOL = 1e-12
@@ -101,11 +101,8 @@ class MarkovChain:
 
     def sample(self, n_sequences: int, length: int, seed: int) -> np.ndarray:
         """Sample sequences started from pi: an int8 array of shape (n_sequences, length)."""
-        for name, val in (("n_sequences", n_sequences), ("length", length)):
-            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
-                raise FlowlabInputError(f"{name} must be a positive integer, got {val!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise FlowlabInputError(f"seed must be an integer, got {seed!r}")
+        n_sequences, length = integer(n_sequences, "n_sequences"), integer(length, "length")
+        seed = integer(seed, "seed", None)
         rng = np.random.default_rng(seed)
         uniforms = rng.random((n_sequences, length))
         x = np.empty((n_sequences, length), dtype=np.int8)

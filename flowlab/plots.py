@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from ._checks import FlowlabInputError
+from ._checks import FlowlabInputError, integer
 
 #: Colours used for the same meaning in every figure.
 COLORS = {
@@ -488,8 +488,7 @@ def energy_landscape(model, chain, *, crit=None, extent=None, ax=None, resolutio
         )
     if field not in ("stream", "quiver", None):
         raise FlowlabInputError(f"field must be 'stream', 'quiver' or None, got {field!r}")
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-        raise FlowlabInputError(f"resolution must be an integer >= 8, got {resolution!r}")
+    resolution = integer(resolution, "resolution", 8)
     ax = _axes(ax, figsize=(5.8, 5.9))
     box = make_box(model, extent)
     xn, yn = model.params

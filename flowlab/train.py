@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import FlowlabInputError, finite_array, real_number
+from ._checks import FlowlabInputError, finite_array, integer, real_number
 from .markov import MarkovChain
 
 #: The model SGD trains (bias free).
@@ -218,27 +218,21 @@ def _point(theta) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ checks
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FlowlabInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise FlowlabInputError(f"seed must be a non-negative integer, got {value!r}")
-    return int(value)
+    return integer(value, "seed", 0)
 
 
 def _settings(steps, batch, seq_len, lr, momentum, seed, log_every) -> dict:
     out = {
-        "steps": _positive_int(steps, "steps"),
-        "batch": _positive_int(batch, "batch"),
-        "seq_len": _positive_int(seq_len, "seq_len", 2),
+        "steps": integer(steps, "steps"),
+        "batch": integer(batch, "batch"),
+        "seq_len": integer(seq_len, "seq_len", 2),
         "lr": real_number(lr, "lr"),
         "momentum": real_number(momentum, "momentum"),
         "seed": _seed(seed),
-        "log_every": _positive_int(log_every, "log_every"),
+        "log_every": integer(log_every, "log_every"),
     }
     if out["lr"] <= 0:
         raise FlowlabInputError(f"lr must be positive, got {lr}")
@@ -410,7 +404,7 @@ def guide(
     if not isinstance(chain, MarkovChain):
         raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
     chain.require_nondegenerate("a guideline initialisation (every initialisation reaches the bigram model)")
-    grid = _positive_int(grid, "grid", 4)
+    grid = integer(grid, "grid", 4)
     extent = real_number(extent, "extent")
     margin = real_number(margin, "margin")
     e_min = real_number(e_min, "e_min")

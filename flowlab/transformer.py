@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import FlowlabInputError, real_number
+from ._checks import FlowlabInputError, integer, real_number
 from .markov import MarkovChain
 
 INITS = ("standard", "guideline", "rank-one")
@@ -75,12 +75,8 @@ class SingleLayerTransformer(nn.Module):
     def __init__(self, d: int = 8, seq_len: int = 32, d_ff: int | None = None, *, layer_norm: bool = False,
                  dtype=torch.float32):
         super().__init__()
-        for name, val in (("d", d), ("seq_len", seq_len)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise FlowlabInputError(f"{name} must be a positive integer, got {val!r}")
-        d_ff = 4 * d if d_ff is None else d_ff
-        if isinstance(d_ff, bool) or not isinstance(d_ff, int) or d_ff < 1:
-            raise FlowlabInputError(f"d_ff must be a positive integer, got {d_ff!r}")
+        d, seq_len = integer(d, "d"), integer(seq_len, "seq_len")
+        d_ff = integer(4 * d if d_ff is None else d_ff, "d_ff")
         self.d, self.seq_len, self.d_ff, self.layer_norm = d, seq_len, d_ff, bool(layer_norm)
 
         def param(*shape):
@@ -129,9 +125,7 @@ class SingleLayerTransformer(nn.Module):
 
 # --------------------------------------------------------------------- initialisations
 def _generator(seed) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise FlowlabInputError(f"seed must be a non-negative integer, got {seed!r}")
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(integer(seed, "seed", 0))
 
 
 def _add_noise(model: SingleLayerTransformer, std: float, gen: torch.Generator) -> None:
@@ -229,10 +223,6 @@ def heldout_loss(model, chain: MarkovChain, n_sequences: int, seed: int, *, batc
     return mean, math.sqrt(var / count)
 
 
-def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FlowlabInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def build_model(chain: MarkovChain, init: str, seed: int, *, d: int, seq_len: int, layer_norm: bool = False,
@@ -304,11 +294,11 @@ def train_transformer(
         raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
     if optimizer not in OPTIMIZERS:
         raise FlowlabInputError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    d, seq_len = _check_int(d, "d"), _check_int(seq_len, "seq_len", 2)
-    steps, batch, log_every = _check_int(steps, "steps"), _check_int(batch, "batch"), _check_int(log_every, "log_every")
-    eval_sequences, val_sequences = _check_int(eval_sequences, "eval_sequences"), _check_int(val_sequences, "val_sequences")
-    threads = _check_int(threads, "threads")
-    seed = _check_int(seed, "seed", 0)
+    d, seq_len = integer(d, "d"), integer(seq_len, "seq_len", 2)
+    steps, batch, log_every = integer(steps, "steps"), integer(batch, "batch"), integer(log_every, "log_every")
+    eval_sequences, val_sequences = integer(eval_sequences, "eval_sequences"), integer(val_sequences, "val_sequences")
+    threads = integer(threads, "threads")
+    seed = integer(seed, "seed", 0)
     lr, momentum = real_number(lr, "lr"), real_number(momentum, "momentum")
     if lr <= 0 or not 0 <= momentum < 1:
         raise FlowlabInputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
