@@ -94,7 +94,7 @@ def reference(model: Model, chain: MarkovChain, box=None, crit=None) -> Referenc
 
     if crit is None:
         crit = critical_sets(model, chain, box, samples=8)
-    elif crit.model != model.name or crit.chain != chain:
+    elif crit.model != model or crit.chain != chain:
         raise FlowlabInputError("the critical sets given belong to another model or chain")
     nonglobal = [s for s in crit.sets if s.kind != "global_min"]
     minima = [s for s in nonglobal if s.kind == "local_min"]
@@ -203,7 +203,7 @@ def invariant_labels(nm: NumericModel, points, ref: Reference) -> np.ndarray:
 # ---------------------------------------------------------------------------- grid results
 @dataclass(frozen=True)
 class BasinGrid:
-    model: str
+    model: Model
     chain: MarkovChain
     params: tuple[str, ...]
     axes: dict[str, np.ndarray]
@@ -229,7 +229,7 @@ class BasinGrid:
 
     def as_dict(self) -> dict:
         return {
-            "model": self.model,
+            "model": self.model.name,
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "grid": {k: {"lo": float(v[0]), "hi": float(v[-1]), "n": int(v.size)} for k, v in self.axes.items()},
@@ -367,7 +367,7 @@ def basin_grid(
         check = _cross_check(nm, mesh, labels, ref) if cross_check else None
     timings["total_s"] = time.perf_counter() - t0
     return BasinGrid(
-        model=model.name,
+        model=model,
         chain=chain,
         params=model.params,
         axes=axes,

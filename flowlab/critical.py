@@ -80,7 +80,7 @@ class CriticalSet:
 
 @dataclass(frozen=True)
 class CriticalResult:
-    model: str
+    model: Model
     params: tuple[str, ...]
     chain: MarkovChain
     box: dict[str, tuple[float, float]]
@@ -97,7 +97,7 @@ class CriticalResult:
 
     def as_dict(self) -> dict:
         return {
-            "model": self.model,
+            "model": self.model.name,
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "box": {k: list(v) for k, v in self.box.items()},
@@ -680,7 +680,7 @@ def critical_sets(
     order = {k: i for i, k in enumerate(KINDS)}
     sets.sort(key=lambda s: (s.source != "symbolic", order[s.kind], -s.dimension))
     return CriticalResult(
-        model=model.name,
+        model=model,
         params=model.params,
         chain=chain,
         box=box,
@@ -734,7 +734,7 @@ def regions_table(model: Model, box=None, **kwargs) -> dict:
 def format_text(res: CriticalResult) -> str:
     ch = res.chain
     lines = [
-        f"critical sets of {res.model} at p={ch.p:g}, q={ch.q:g} ({ch.regime}); box "
+        f"critical sets of {res.model.name} at p={ch.p:g}, q={ch.q:g} ({ch.regime}); box "
         + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in res.box.items()),
         f"  H = {ch.entropy_rate:.10g}, h(pi1) = {ch.unigram_loss:.10g}, D* = {ch.optimal_gap:.10g}",
         f"  method {res.method}; complete: {str(res.complete).lower()}; degenerate: {str(res.degenerate).lower()}",

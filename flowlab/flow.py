@@ -26,7 +26,7 @@ METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
 class FlowResult:
     """A trajectory and its verdict. ``status`` is 'converged', 't_max' or 'failed'."""
 
-    model: str
+    model: Model
     params: tuple[str, ...]
     chain: MarkovChain
     t: np.ndarray
@@ -65,7 +65,7 @@ class FlowResult:
 
     def as_dict(self) -> dict:
         return {
-            "model": self.model,
+            "model": self.model.name,
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "initial": dict(zip(self.params, self.theta[0].tolist())),
@@ -219,7 +219,7 @@ def gradient_flow(
     if chain.degenerate:
         reason += "; p + q = 1: unigram and bigram coincide (D* = 0), the verdict is vacuous"
     return FlowResult(
-        model=model.name,
+        model=model,
         params=model.params,
         chain=chain,
         t=t,

@@ -158,13 +158,9 @@ def _energy_cmap():
 
 def _numeric_model_of(crit):
     """The NumericModel of a CriticalResult's model when it is a preset with the same parameters."""
-    from .models import get_model
     from .numeric import NumericModel
 
-    try:
-        model = get_model(crit.model)
-    except FlowlabInputError:
-        return None
+    model = crit.model
     return NumericModel(model, crit.chain) if tuple(model.params) == tuple(crit.params) else None
 
 
@@ -598,7 +594,6 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     from matplotlib.patches import Patch
 
     from .critical import critical_sets
-    from .models import get_model
     from .numeric import NumericModel
 
     label = np.asarray(grid.label)
@@ -623,10 +618,7 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     box = {xn: (float(x[0]), float(x[-1])), yn: (float(y[0]), float(y[-1]))}
     model = None
     if crit is None or separatrix:
-        try:
-            model = get_model(grid.model)
-        except FlowlabInputError:
-            model = None
+        model = grid.model
         if model is not None and sliced:
             model = _sliced_model(model, sliced)
     if crit is None and model is not None:
@@ -684,8 +676,6 @@ def trajectories(results, *, ax=None, background=None, crit=None, extent=None):
     ``background="energy"`` draws :func:`energy_landscape` underneath (with ``crit`` and
     ``extent``); otherwise ``crit``, when given, is overlaid.
     """
-    from .models import get_model
-
     results = list(results)
     if not results:
         raise FlowlabInputError("trajectories needs at least one FlowResult")
@@ -697,7 +687,7 @@ def trajectories(results, *, ax=None, background=None, crit=None, extent=None):
         if extent is None:
             reach = max(3.0, 1.05 * max(float(np.max(np.abs(np.asarray(r.theta)[:, :2]))) for r in results))
             extent = {p: (-reach, reach) for p in params[:2]}
-        energy_landscape(get_model(results[0].model), results[0].chain, crit=crit, extent=extent, ax=ax)
+        energy_landscape(results[0].model, results[0].chain, crit=crit, extent=extent, ax=ax)
     elif crit is not None:
         critical_overlay(crit, ax, dims=(0, 1), label=True)
     _draw_paths(ax, results, (0, 1))
@@ -753,7 +743,7 @@ def loss_curve(result, ax=None, *, label: str | None = None, references: bool = 
     t = np.asarray(result.t, dtype=np.float64)
     color = COLORS[result.reached]
     ax.plot(t, result.loss, color=color, ls=linestyle, lw=1.8,
-            label=label or f"{result.model}, reached {result.reached}")
+            label=label or f"{result.model.name}, reached {result.reached}")
     if references:
         chain = result.chain
         ax.axhline(chain.unigram_loss, ls="--", lw=1, color=COLORS["local"],
