@@ -39,6 +39,11 @@ def probability(value, name: str) -> float:
             f"{name} must lie strictly between 0 and 1, got {value!r} "
             "(at 0 or 1 the optimal logit gap D* is infinite)"
         )
+    if value < 2.2250738585072014e-308:  # sys.float_info.min: below it float64 loses precision (subnormal)
+        raise FlowlabInputError(
+            f"{name} = {value!r} is subnormal in float64 (below 2.2250738585072014e-308), where the chain's "
+            "facts cannot be computed to full precision; use a value of at least 1e-300"
+        )
     return value
 
 

@@ -5,21 +5,27 @@ Labels: 1 = reaches a global minimum (the bigram model), 0 = reaches a non-globa
 
 **Flow method** (any model). Many initial points are integrated at once by
 :func:`flowlab.batch.integrate_batch` (per-point adaptive Dormand-Prince) and each stops as soon
-as its fate is *proved* or *entered*:
+as its fate is *proved* (label 1), *reached* (label 1 without a level) or *entered* (label 0):
 
-* label 1 when L(theta) < L_ng - margin, where L_ng is the lowest loss of the non-global
-  critical sets (:func:`flowlab.critical.critical_sets`): the loss never increases along the
-  flow, so the limit is a critical point with a loss below every non-global one;
-* label 0 when the point entered the quadratic neighbourhood of a non-global minimum set:
-  |grad L| <= ``grad_tol``, loss at the non-global level, no Hessian eigenvalue below
-  -``hess_tol`` and at least n - d eigenvalues >= ``curvature_min`` (d the dimension of the
-  minimum set): there the set is a Morse-Bott minimum and attracts the flow;
+* label 1 (proved) when L(theta) < L_ng - margin, where L_ng is the lowest non-global critical
+  value on the whole parameter space (:func:`nonglobal_level`, from
+  :func:`flowlab.critical_symbolic.critical_levels`, never from the box): the loss never
+  increases along the flow, so the limit is a critical point with a loss below every non-global
+  one. Where no box-independent level exists, label 1 (reached) needs |grad L| <= ``grad_tol``
+  and L - H <= the chain's gap-scaled loss tolerance;
+* label 0 (entered: checked at one point, not a proof) when |grad L| <= ``grad_tol``,
+  L - H > the loss tolerance, no Hessian eigenvalue below -``hess_tol`` and at least n - d
+  eigenvalues >= ``curvature_min`` (d the largest dimension of a critical component, from the
+  same box-independent analysis; d = 0 when unknown): there a Morse-Bott minimum set attracts;
 * otherwise it runs on; at ``t_max`` it is **undetermined** (near a saddle, on a separatrix, or a
   time limit too short) and counted as such, never guessed.
 
+A nearly degenerate chain (:attr:`flowlab.markov.MarkovChain.nearly_degenerate`) is refused by
+the flow method: its losses cannot tell the sets apart.
+
 **Invariant method** (``ew``): E = e^2 - w^2 - sign(w) log|w| is conserved and w keeps its sign,
 so the fate follows from E, the sign of w and the side of the saddle (MODELS.md section 3): the
-separatrix is the level of E at the saddle found by the critical-set analysis. It is exact and
+separatrix is the level of E at the saddle of the symbolic structure (:func:`unigram_saddle`). It is exact and
 instant, and serves as the cross-check of the flow method.
 """
 
@@ -30,6 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -69,42 +76,94 @@ class FlowSettings:
 
 @dataclass(frozen=True)
 class Reference:
-    """What the labels refer to, from the critical-set analysis of the same chain."""
+    """What the labels refer to, and the facts the rules rely on.
 
-    nonglobal_level: float  # L_ng: the lowest loss of a non-global critical set (inf if none)
-    min_set_dimension: int  # the largest dimension of a non-global minimum set
+    ``nonglobal_level`` (L_ng) is the lowest loss of a non-global critical point on the *whole*
+    parameter space (inf: there is none), from :func:`flowlab.critical_symbolic.critical_levels`;
+    None when no box-independent level is known (label 1 then needs the loss to have reached H).
+    ``min_set_dimension`` is the largest dimension of a component of {grad D = 0} (same source;
+    0 when unknown, so label 0 then needs a positive definite Hessian). The sets listed are
+    those found in the box, for display and for the invariant method.
+    """
+
+    nonglobal_level: float | None
+    min_set_dimension: int
     global_sets: list[str]
     nonglobal_min_sets: list[str]
     saddle_points: list[list[float]]
     complete: bool
+    level_source: str = ""
+    loss_tolerance: float = 0.0  # |L - H| below this counts as "at the global level" (gap-scaled)
+    outside_box: tuple[str, ...] = ()  # symbolic critical sets with no point in the box
 
     def as_dict(self):
+        level = self.nonglobal_level
         return {
-            "1": {"meaning": "reaches a global minimum (loss H)", "sets": self.global_sets},
+            "1": {"meaning": "reaches a global minimum (loss H)", "sets": self.global_sets,
+                  "rule": ("proved for the exact flow: the loss fell below L_ng, the lowest non-global critical value "
+                           "on the whole parameter space, and the loss never increases along the flow, so a limit "
+                           "point can only be a global minimum (the integrated point carries the integrator's error)"
+                           if level is not None else
+                           "reached: |grad L| <= grad_tol and L - H <= loss_tolerance (no box-independent "
+                           "non-global level is known, so nothing is concluded earlier)")},
             "0": {"meaning": "reaches a non-global minimum", "sets": self.nonglobal_min_sets,
-                  "loss": None if math.isinf(self.nonglobal_level) else self.nonglobal_level},
+                  "loss": None if level is None or math.isinf(level) else level,
+                  "rule": ("entered (checked at one point, not proved): |grad L| <= grad_tol, L - H > loss_tolerance, "
+                           "no Hessian eigenvalue below -hess_tol and at least n - d eigenvalues >= curvature_min, "
+                           f"d = {self.min_set_dimension} the largest dimension of a critical component")},
             "-1": {"meaning": "undetermined (not decided by t_max)"},
+            "nonglobal_level": {"value": None if level is None or math.isinf(level) else level,
+                                "exists": level is not None and not math.isinf(level), "how": self.level_source},
+            "loss_tolerance": self.loss_tolerance,
             "critical_sets_complete": self.complete,
+            "critical_sets_outside_box": list(self.outside_box),
         }
 
 
+def nonglobal_level(model: Model, chain: MarkovChain) -> tuple[float | None, int, str]:
+    """(L_ng, largest component dimension, how) from box-independent analysis; L_ng None if unknown."""
+    from .critical_symbolic import critical_levels
+
+    try:
+        lev = critical_levels(model, chain.pi1)
+    except Exception as exc:  # any SymPy failure means: no box-independent level
+        return None, 0, f"no box-independent level: the symbolic analysis failed ({type(exc).__name__})"
+    values = lev.values_at(chain.p, chain.q)
+    if values is None:
+        return None, 0, f"no box-independent level: {lev.how if not lev.solved else 'a special chain'}"
+    dstar = chain.optimal_gap
+    d0 = [v for v in values if abs(v - dstar) > 1e-12 * max(1.0, abs(dstar))]
+    prof = NumericModel(model.with_profiled_bias(), chain)
+    losses = [float(prof.profiled_loss(np.array(v))[0]) for v in d0]
+    how = f"ell(D0) over {len(d0)} gap value(s) D0 = {', '.join(f'{v:.6g}' for v in d0) or 'none'}: {lev.how}"
+    if model.bias == "free":
+        how += "; with the bias free the critical points are the lifts b = b*(theta) (dL/db = 0 iff b = b*)"
+    return min(losses, default=math.inf), lev.dimension, how
+
+
 def reference(model: Model, chain: MarkovChain, box=None, crit=None) -> Reference:
-    """The critical sets the labels refer to (computed, or taken from ``crit`` of the same chain)."""
+    """The facts the labels rely on (box-independent) and the critical sets in the box (for display)."""
     from .critical import critical_sets
 
-    if crit is None:
-        crit = critical_sets(model, chain, box, samples=8)
+    if crit is None:  # for display only (the labels rely on the box-independent level below): the symbolic
+        try:          # sets when they apply, without the numeric cross-check `flowlab critical` runs
+            crit = critical_sets(model, chain, box, samples=8, method="symbolic")
+        except FlowlabInputError:
+            crit = critical_sets(model, chain, box, samples=8)
     elif crit.model != model or crit.chain != chain:
         raise FlowlabInputError("the critical sets given belong to another model or chain")
-    nonglobal = [s for s in crit.sets if s.kind != "global_min"]
-    minima = [s for s in nonglobal if s.kind == "local_min"]
+    level, dim, how = nonglobal_level(model, chain)
+    minima = [s for s in crit.sets if s.kind == "local_min"]
     return Reference(
-        nonglobal_level=min((s.loss for s in nonglobal), default=math.inf),
-        min_set_dimension=max((s.dimension for s in minima), default=0),
+        nonglobal_level=level,
+        min_set_dimension=dim if level is not None else 0,
         global_sets=[s.text for s in crit.sets if s.kind == "global_min"],
         nonglobal_min_sets=[s.text for s in minima],
         saddle_points=[s.points[0].tolist() for s in crit.sets if s.kind == "saddle" and s.dimension == 0],
         complete=crit.complete,
+        level_source=how,
+        loss_tolerance=chain.loss_tolerance,
+        outside_box=tuple(crit.outside_box),
     )
 
 
@@ -114,19 +173,22 @@ def _decider(nm: NumericModel, ref: Reference, s: FlowSettings):
     p, q = nm.chain.p, nm.chain.q
     n = len(nm.params)
     need = n - ref.min_set_dimension
-    level = ref.nonglobal_level
+    level, H, tol = ref.nonglobal_level, nm.chain.entropy_rate, ref.loss_tolerance
 
     def decide(y, f):
         cols = y.T
         loss = np.broadcast_to(np.asarray(comp.loss(*cols, p, q)[0], float), (len(y),))
+        small = np.sqrt(np.sum(f * f, axis=1)) <= s.grad_tol
         out = np.full(len(y), UNDETERMINED, dtype=np.int8)
-        out[loss < level - s.loss_margin] = GLOBAL
-        cand = (out == UNDETERMINED) & (np.sqrt(np.sum(f * f, axis=1)) <= s.grad_tol)
+        if level is not None:  # proved: below every non-global critical value, only a global minimum remains
+            out[loss < level - s.loss_margin] = GLOBAL
+        else:  # reached: converged onto the global level
+            out[small & (loss - H <= tol)] = GLOBAL
+        cand = (out == UNDETERMINED) & small & (loss - H > tol)
         if np.any(cand):
             idx = np.flatnonzero(cand)
             lam = np.linalg.eigvalsh(nm.hessian(y[idx]))
             ok = np.all(lam >= -s.hess_tol, axis=1) & (np.sum(lam >= s.curvature_min, axis=1) >= need)
-            ok &= loss[idx] >= level - 1e-9
             out[idx[ok]] = NONGLOBAL
         return out
 
@@ -166,6 +228,25 @@ def flow_labels(nm: NumericModel, points, ref: Reference, settings: FlowSettings
 
 
 # -------------------------------------------------------------------------- invariant path
+def unigram_saddle(model: Model) -> np.ndarray:
+    """The point of the unigram line e = 0 where its normal curvature changes sign, from the symbolic
+    structure of the whole plane (not from a box): (0, -1/sqrt(2)) for ``ew``."""
+    from .critical_symbolic import critical_structure
+
+    st = critical_structure(model)
+    names = list(model.params)
+    pts = []
+    for comp in st.flat if st is not None and st.solved else ():
+        for sol in comp.splits:
+            x = np.zeros(len(names))
+            for sym, v in (*comp.fixed, *sol):
+                x[names.index(str(sym))] = float(v)
+            pts.append(x)
+    if len(pts) != 1:
+        raise FlowlabInputError("the invariant method needs the single saddle of the unigram line (model ew)")
+    return pts[0]
+
+
 def invariant_labels(nm: NumericModel, points, ref: Reference) -> np.ndarray:
     """Labels of ``ew``-type models from the conserved E (exact; see the module docstring)."""
     if "E" not in nm.invariant_names or nm.model.bias != "profiled" or list(nm.params) != ["e", "w"]:
@@ -173,11 +254,9 @@ def invariant_labels(nm: NumericModel, points, ref: Reference) -> np.ndarray:
             f"the invariant method needs a profiled (e, w) model with the conserved energy E (model ew); "
             f"{nm.model.name!r} does not qualify: use --method flow"
         )
-    if len(ref.saddle_points) != 1:
-        raise FlowlabInputError("the invariant method needs the single saddle of the unigram line")
+    saddle = unigram_saddle(nm.model)
     pts = np.asarray(points, dtype=np.float64)
     e, w = pts[:, 0], pts[:, 1]
-    saddle = np.array(ref.saddle_points[0])
     e_sep = float(nm.invariants(saddle)["E"])
     energy = nm.invariants(pts)["E"]
     D_star = nm.chain.optimal_gap
@@ -244,19 +323,27 @@ class BasinGrid:
             "timings": self.timings,
         }
 
+    #: The files of a saved grid; the folder holding them is the result (one atomic unit).
+    FILES: ClassVar[tuple[str, ...]] = ("basins.npz", "basins.json")
+
     def save(self, out) -> list[Path]:
-        """Write ``basins.npz`` (axes by parameter name + ``label``) and ``basins.json`` atomically."""
+        """Write the folder ``out`` with ``basins.npz`` (axes by parameter name + ``label``) and ``basins.json``.
+
+        The folder is one unit: built under a temporary sibling name and renamed into place
+        (:func:`flowlab.io.atomic_folder`), so an interrupt never leaves a new ``basins.npz``
+        beside an old ``basins.json``. ``out`` must be new, empty or an earlier grid result.
+        """
         import io as _io
 
-        from .io import atomic_write_bytes, atomic_write_text, to_json
+        from .io import atomic_folder, atomic_write_bytes, to_json
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         buf = _io.BytesIO()
         np.savez_compressed(buf, label=self.label, **{k: v for k, v in self.axes.items()})
-        atomic_write_bytes(out / "basins.npz", buf.getvalue())
-        atomic_write_text(out / "basins.json", to_json(self.as_dict()))
-        return [out / "basins.npz", out / "basins.json"]
+        payload = (buf.getvalue(), to_json(self.as_dict()).encode("utf-8"))
+        with atomic_folder(out, "basins folder", self.FILES) as tmp:
+            for name, data in zip(self.FILES, payload):
+                atomic_write_bytes(tmp / name, data)
+        return [Path(out) / name for name in self.FILES]
 
 
 def _axes(model: Model, ranges, n: int, fixed=None) -> dict[str, np.ndarray]:
@@ -333,9 +420,11 @@ def basin_grid(
     box = {k: (float(v[0]), float(v[-1])) if v.size > 1 else make_box(model, {})[k] for k, v in axes.items()}
     if chain.degenerate:
         raise FlowlabInputError(
-            f"p + q = 1 (p={chain.p:g}, q={chain.q:g}): the chain is i.i.d., unigram = bigram, and every "
+            f"p + q = 1 ({chain}): the chain is i.i.d., unigram = bigram, and every "
             "initialisation trivially reaches a global minimum; basins are not defined"
         )
+    if method == "flow":
+        _require_resolvable_flow(model, chain)
     ref = reference(model, chain, box, crit)
     t_ref = time.perf_counter() - t0
     nm = NumericModel(model, chain)
@@ -348,17 +437,7 @@ def basin_grid(
         timings["labels_s"] = time.perf_counter() - t1
         check = None
     else:
-        t1 = time.perf_counter()
-        pilot = mesh[np.random.default_rng(0).choice(len(mesh), min(1024, len(mesh)), replace=False)]
-        flow_labels(nm, pilot, ref, settings)
-        rate = len(pilot) / max(time.perf_counter() - t1, 1e-9)
-        estimate = len(mesh) / rate
-        if estimate > max_seconds:
-            raise FlowlabInputError(
-                f"the {len(mesh)}-point grid would take about {estimate:.0f} s at {rate:.0f} points/s "
-                f"(pilot of {len(pilot)} points), above max_seconds={max_seconds:g}; use a coarser grid "
-                "or raise max_seconds"
-            )
+        _refuse_if_slow(nm, mesh, ref, settings, max_seconds, "grid", "use a coarser grid")
         t1 = time.perf_counter()
         with _progress_bar(len(mesh), quiet, f"basins {model.name}") as bar:
             labels, stats = flow_labels(nm, mesh, ref, settings, progress=lambda k: bar.update(k - bar.n))
@@ -382,13 +461,22 @@ def basin_grid(
     )
 
 
+def _require_resolvable_flow(model: Model, chain: MarkovChain) -> None:
+    """Refuse the flow method on a nearly degenerate chain (its losses cannot tell the sets apart)."""
+    if chain.nearly_degenerate:
+        hint = ("; the invariant method (--method invariant) is exact there: it needs only the sign of "
+                "D* and the conserved E" if model.name == "ew" and model.bias == "profiled" else "")
+        chain.require_resolvable("the flow method's labels", hint)
+
+
 def _cross_check(nm, points, labels, ref) -> dict | None:
-    """Flow labels against the invariant labels, away from the separatrix (``ew`` only)."""
+    """Flow labels against the invariant labels, everywhere and away from the separatrix (``ew`` only)."""
     try:
         exact = invariant_labels(nm, points, ref)
     except FlowlabInputError:
         return None
-    saddle = np.array(ref.saddle_points[0])
+    both = (labels != UNDETERMINED) & (exact != UNDETERMINED)
+    saddle = unigram_saddle(nm.model)
     e_sep = float(nm.invariants(saddle)["E"])
     with np.errstate(all="ignore"):
         far = np.abs(nm.invariants(points)["E"] - e_sep) > SEPARATRIX_BAND
@@ -398,11 +486,30 @@ def _cross_check(nm, points, labels, ref) -> dict | None:
     return {
         "reference": "invariant method (conserved E, MODELS.md section 3)",
         "points_far_from_separatrix": int(far.sum()),
-        "agreement_far": float(agree.sum() / max(far.sum(), 1)),
+        "agreement_far": float(agree.sum() / far.sum()) if far.any() else None,  # None: nothing to compare
         "disagreements_far": int(np.sum(decided & (labels != exact))),
         "undetermined_far": int(np.sum(far & (labels == UNDETERMINED))),
         "separatrix_band": SEPARATRIX_BAND,
+        "points_decided_by_both": int(both.sum()),
+        "disagreements": int(np.sum(both & (labels != exact))),  # anywhere, the separatrix included
     }
+
+
+def _refuse_if_slow(nm, points, ref, settings, max_seconds: float, what: str, advice: str) -> None:
+    """Refuse, before the work, a labelling estimated (from a pilot of up to 1024 of the points) to take
+    longer than ``max_seconds``. Up to 1024 points the pilot would be the work itself: nothing to estimate."""
+    if len(points) <= 1024:
+        return
+    t1 = time.perf_counter()
+    pilot = points[np.random.default_rng(0).choice(len(points), min(1024, len(points)), replace=False)]
+    flow_labels(nm, pilot, ref, settings)
+    rate = len(pilot) / max(time.perf_counter() - t1, 1e-9)
+    estimate = len(points) / rate
+    if estimate > max_seconds:
+        raise FlowlabInputError(
+            f"the {len(points)}-point {what} would take about {estimate:.0f} s at {rate:.0f} points/s "
+            f"(pilot of {len(pilot)} points), above max_seconds={max_seconds!r}; {advice} or raise max_seconds"
+        )
 
 
 # ------------------------------------------------------------------------ random starts
@@ -428,19 +535,29 @@ def gaussian_basin(
     method: str = "flow",
     settings: FlowSettings | None = None,
     quiet: bool = True,
+    max_seconds: float = 1800.0,
 ) -> dict:
     """P(reach a global minimum) for theta0 ~ N(0, sigma^2 I), with a 95% interval.
 
     ``ci95`` is the Wilson interval, widened to cover the undetermined draws: its lower end
-    counts them as not global, its upper end as global.
+    counts them as not global, its upper end as global. More than 2^27 draws, or draws estimated
+    (from a pilot of 1024) to take longer than ``max_seconds``, are refused before the work.
     """
     sigma = real_number(sigma, "sigma")
     if sigma <= 0:
         raise FlowlabInputError(f"sigma must be positive, got {sigma}")
-    samples = integer(samples, "samples")
+    if isinstance(samples, int) and samples > MAX_POINTS:
+        raise FlowlabInputError(
+            f"{samples} draws are above the limit {MAX_POINTS} (the starts alone would take "
+            f"{samples * 8 * len(model.params) / 2**30:.3g} GiB); use fewer samples"
+        )
+    samples = integer(samples, "samples", 1, MAX_POINTS)
+    max_seconds = real_number(max_seconds, "max_seconds")
     if method not in METHODS:
         raise FlowlabInputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     chain.require_nondegenerate("which minimum a random initialisation reaches")
+    if method == "flow":
+        _require_resolvable_flow(model, chain)
     settings = settings or FlowSettings()
     t0 = time.perf_counter()
     theta = np.random.default_rng(seed).normal(0.0, sigma, size=(samples, len(model.params)))
@@ -450,6 +567,7 @@ def gaussian_basin(
     if method == "invariant":
         labels = invariant_labels(nm, theta, ref)
     else:
+        _refuse_if_slow(nm, theta, ref, settings, max_seconds, "Gaussian sample", "use fewer samples")
         with _progress_bar(samples, quiet, f"gaussian {model.name}") as bar:
             labels, _ = flow_labels(nm, theta, ref, settings, progress=lambda k: bar.update(k - bar.n))
     n1, n0, nu = (int(np.sum(labels == v)) for v in (GLOBAL, NONGLOBAL, UNDETERMINED))

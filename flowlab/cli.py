@@ -11,12 +11,13 @@ import math
 import sys
 
 from . import __version__
-from .errors import FlowlabInputError
 
-#: Preset model names and solver methods, kept equal to flowlab.models.PRESETS and
-#: flowlab.flow.METHODS by a test (importing those modules here would slow down --help).
-MODEL_NAMES = ("ew", "ewb", "ewa", "ewab")
-METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
+# Preset model names and solver methods: the library's own (flowlab._defaults imports nothing, so
+# --help stays fast).
+from ._defaults import FLOW_BUDGET, PLOT_LIMITS
+from ._defaults import FLOW_METHODS as METHODS
+from ._defaults import PRESET_NAMES as MODEL_NAMES
+from .errors import FlowlabInputError
 
 EXIT_INPUT = 2
 
@@ -57,6 +58,10 @@ def point_vector(model, point: dict[str, float]):
     return [point[n] for n in model.params]
 
 
+#: Largest accepted |lo|, |hi| of a --box/--range.
+MAX_COORDINATE = 1e6
+
+
 def parse_box(items) -> dict[str, tuple[float, float]]:
     """``["e:-3:3", "w:-2:2"]`` -> {"e": (-3.0, 3.0), "w": (-2.0, 2.0)}, without evaluating anything."""
     box = {}
@@ -71,21 +76,55 @@ def parse_box(items) -> dict[str, tuple[float, float]]:
             raise FlowlabInputError(f"box {item!r}: lo and hi must be numbers") from None
         if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
             raise FlowlabInputError(f"box {item!r}: need finite lo < hi")
+        if max(abs(lo), abs(hi)) > MAX_COORDINATE:
+            raise FlowlabInputError(
+                f"box {item!r}: coordinates must lie within +-{MAX_COORDINATE:g} (the presets' logits grow like "
+                "|theta|^4: 1e24 there, and float64 overflows beyond about 1e77)"
+            )
         if name in box:
             raise FlowlabInputError(f"box of {name!r} given twice")
         box[name] = (lo, hi)
     return box
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a positive integer."""
+#: Seeds: the non-negative integers that every generator flowlab uses accepts (NumPy's legacy
+#: and new generators, SciPy's Sobol scrambling, torch.manual_seed).
+MAX_SEED = 2**32 - 1
+
+
+def _int_in(text: str, lo: int, hi: int | None = None) -> int:
+    """An integer lo <= value (<= hi), or argparse.ArgumentTypeError naming what is allowed."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < lo or (hi is not None and value > hi):
+        allowed = f"at least {lo}" if hi is None else f"an integer from {lo} to {hi}"
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    return _int_in(text, 1)
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, 0 <= seed <= 2**32 - 1."""
+    return _int_in(text, 0, MAX_SEED)
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def num(x) -> str:
+    """A number with the digits that matter: the shortest text that reads back as the same float."""
+    return repr(float(x))
 
 
 def _float(text: str) -> float:
@@ -97,6 +136,18 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: 'flowlab CMD: error: MESSAGE (see flowlab CMD --help)', exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(text) -> str:
+    """``text`` on one line (newlines and runs of blanks become one space)."""
+    return " ".join(str(text).split())
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -132,7 +183,7 @@ def _model(args):
     if args.logit is None:
         if args.params is not None or args.free_bias:
             raise FlowlabInputError("--params and --free-bias go with --logit")
-        return get_model(args.model or "ew")
+        return get_model("ew" if args.model is None else args.model)
     if args.model is not None:
         raise FlowlabInputError("give either --model or --logit, not both")
     if not args.params:
@@ -150,6 +201,14 @@ def _write(text: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
+def _check_out_file(args, name: str = "out", what: str = "--out") -> None:
+    """Refuse an output file that cannot be written (a folder, an unwritable place) before any work."""
+    if getattr(args, name, None) is not None:
+        from .io import check_output_file
+
+        check_output_file(getattr(args, name), what)
+
+
 def _chain(args):
     from .markov import MarkovChain
 
@@ -163,6 +222,7 @@ def cmd_derive(args) -> int:
     from .io import to_json
     from .latex import to_json_dict, to_latex, to_markdown
 
+    _check_out_file(args)
     model, chain = _model(args), _chain(args)
     d = derive(model)
     if args.format == "latex":
@@ -225,9 +285,13 @@ def cmd_eval(args) -> int:
     result = NumericModel(model, chain).evaluate(theta)
     if args.context is not None:
         from .context import ContextModel
+        from .numeric import require_finite
 
         cm = ContextModel(model, chain, args.context)
-        loss, grad = cm.loss_and_gradient(theta)
+        with np.errstate(all="ignore"):
+            loss, grad = cm.loss_and_gradient(theta)
+        require_finite({f"finite-context (N = {args.context}) loss": loss, "finite-context gradient": grad},
+                       model.params, theta)
         result["long_context"] = {"loss": result["loss"], "gradient": result["gradient"]}
         result.update(context=args.context, loss=float(loss), gradient=dict(zip(model.params, grad.tolist())),
                       gradient_norm=float(np.linalg.norm(grad)), context_dropped_mass=cm.terms.dropped_mass)
@@ -238,7 +302,7 @@ def cmd_eval(args) -> int:
     if args.json:
         _write(to_json(result), None)
     else:
-        print(f"model {model.name} at {args.at}  (p={chain.p:g}, q={chain.q:g}, {chain.regime})")
+        print(f"model {model.name} at {args.at}  ({chain}, {chain.regime})")
         print(f"  loss      {result['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
         if args.context is not None:
             print(f"  (finite context N = {args.context}; long-context loss {result['long_context']['loss']:.12g})")
@@ -255,13 +319,16 @@ def cmd_eval(args) -> int:
 
 def cmd_flow(args) -> int:
     from .flow import gradient_flow
-    from .io import to_json, write_table
+    from .io import check_table_path, to_json, write_table
 
+    if args.trajectory is not None:
+        check_table_path(args.trajectory, "--trajectory")
     model, chain = _model(args), _chain(args)
     theta0 = point_vector(model, parse_point(args.at))
     result = gradient_flow(
         model, chain, theta0, t_max=args.t_max, grad_tol=args.grad_tol, method=args.method,
         rtol=args.rtol, atol=args.atol, allow_degenerate=args.allow_degenerate, context=args.context,
+        max_steps=args.max_steps, max_seconds=args.max_seconds, progress=not args.quiet,
     )
     payload = result.as_dict()
     if args.trajectory:
@@ -271,7 +338,7 @@ def cmd_flow(args) -> int:
         _write(to_json(payload), None)
     else:
         fin = ", ".join(f"{k}={v:.6g}" for k, v in payload["final"].items())
-        print(f"{model.name} from {args.at} (p={chain.p:g}, q={chain.q:g}, {chain.regime})")
+        print(f"{model.name} from {args.at} ({chain}, {chain.regime})")
         print(f"  reached   {payload['reached']}  [{payload['status']}] {payload['message']}")
         print(f"  final     {fin}  at t = {payload['t_final']:.6g}")
         print(f"  loss      {payload['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
@@ -284,6 +351,7 @@ def cmd_critical(args) -> int:
     from .critical import critical_sets, format_text, regions_table, result_latex, table_latex, table_text
     from .io import to_json
 
+    _check_out_file(args)
     model = _model(args)
     box = parse_box(args.box)
     options = dict(method=args.method, starts=args.starts, seed=args.seed, samples=args.samples)
@@ -306,29 +374,28 @@ def cmd_critical(args) -> int:
 
 
 def cmd_basins(args) -> int:
-    from .basins import FlowSettings, basin_grid, gaussian_basin
-    from .io import to_json
+    from .basins import BasinGrid, FlowSettings, basin_grid, gaussian_basin
+    from .io import atomic_folder, atomic_write_text, check_output_dir, to_json
 
+    files = ("gaussian.json",) if args.gaussian is not None else BasinGrid.FILES
+    if args.out is not None:
+        check_output_dir(args.out, "--out", files)
     model, chain = _model(args), _chain(args)
     settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk)
     if args.gaussian is not None:
         if args.range or args.grid is not None:
             raise FlowlabInputError("--gaussian samples random initialisations: do not combine it with --grid/--range")
         result = gaussian_basin(model, chain, args.gaussian, args.samples, args.seed, method=args.method,
-                                settings=settings, quiet=args.quiet)
+                                settings=settings, quiet=args.quiet, max_seconds=args.max_seconds)
         if args.out:
-            from pathlib import Path
-
-            from .io import atomic_write_text
-
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(args.out) / "gaussian.json", to_json(result))
+            with atomic_folder(args.out, "--out", files) as tmp:
+                atomic_write_text(tmp / files[0], to_json(result))
         if args.json:
             sys.stdout.write(to_json(result))
         else:
             lo, hi = result["ci95"]
             c = result["counts"]
-            print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), theta0 ~ N(0, {args.gaussian:g}^2 I), "
+            print(f"{model.name} at {chain} ({chain.regime}), theta0 ~ N(0, {num(args.gaussian)}^2 I), "
                   f"{args.samples} draws (seed {args.seed})")
             print(f"  P(global) = {result['prob_global']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]")
             print(f"  counts: global {c['global']}, non-global {c['nonglobal']}, undetermined {c['undetermined']}")
@@ -346,15 +413,20 @@ def cmd_basins(args) -> int:
     else:
         c, f = payload["counts"], payload["fractions"]
         shape = "x".join(str(n) for n in payload["shape"])
-        print(f"{model.name} at p={chain.p:g}, q={chain.q:g} ({chain.regime}), {shape} grid"
+        print(f"{model.name} at {chain} ({chain.regime}), {shape} grid"
               + (f" at {args.fix}" if args.fix else "") + f", method {args.method}: {payload['timings']['total_s']:.2f} s")
         print(f"  global     {c['global']:>9}  ({f['global']:.4f})  -> {', '.join(result.reference.global_sets)}")
         print(f"  non-global {c['nonglobal']:>9}  ({f['nonglobal']:.4f})  -> {', '.join(result.reference.nonglobal_min_sets)}")
         print(f"  undetermined {c['undetermined']:>7}  ({f['undetermined']:.4f})")
+        failed = payload.get("stats", {}).get("failed", 0)
+        if failed:
+            print(f"    of which {failed} failed: the flow met non-finite values (a loss undefined there, e.g. log of a "
+                  "negative number) or its step size underflowed")
         if payload["cross_check"]:
             x = payload["cross_check"]
-            print(f"  invariant cross-check: agreement {x['agreement_far']:.5f} on {x['points_far_from_separatrix']} "
-                  f"points farther than {x['separatrix_band']} (in E) from the separatrix")
+            far, bad, und = x["points_far_from_separatrix"], x["disagreements_far"], x["undetermined_far"]
+            print(f"  invariant cross-check on the {far} points farther than {num(x['separatrix_band'])} (in E) from "
+                  f"the separatrix: {far - bad - und} agree, {bad} disagree, {und} undetermined")
         if args.out:
             print(f"  wrote {', '.join(payload['files'])}")
     return 0
@@ -452,10 +524,12 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = _HelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowlab",
-        description="Gradient-flow analysis of the canonical transformer models of next-token "
-        "prediction on binary Markov chains (Makkuva et al., NeurIPS 2024).",
+        description="Gradient-flow analysis of canonical models of how transformers train: binary Markov "
+        "chains (Makkuva et al., NeurIPS 2024; the commands chain ... guide), word co-occurrence (Yang et al., "
+        "NeurIPS 2024; cooccurrence) and next-token prediction with partial orders (Huang et al., NeurIPS 2024, "
+        "reconstructed; ntp-order). `flowlab demo` runs all three end to end.",
         epilog="Exit codes: 0 success, 1 analysis failure, 2 invalid input.",
     )
     parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
@@ -506,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integrate even when p + q = 1 (every critical point is then global)")
     p.add_argument("--context", type=_positive_int, metavar="N",
                    help="flow of the exact finite-context loss over positions 1..N (default: long context)")
+    p.add_argument("--max-steps", type=_positive_int, default=FLOW_BUDGET["max_steps"],
+                   help="stop with status 'budget' after this many accepted solver steps (typical flows take "
+                   "under 300; a stiff flow from large |theta| converges faster with --method LSODA)")
+    p.add_argument("--max-seconds", type=_float, default=FLOW_BUDGET["max_seconds"],
+                   help="stop with status 'budget' after this much wall time")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown on stderr for flows longer than 2 s)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_flow)
 
@@ -525,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("auto", "symbolic", "numeric"), default="auto",
                    help="auto: symbolic with a numeric cross-check when possible")
     p.add_argument("--starts", type=_positive_int, default=1024, help="numeric multi-start points (Sobol)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scrambled Sobol starts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the scrambled Sobol starts (0 to 2**32 - 1)")
     p.add_argument("--samples", type=_positive_int, default=64, help="sample points reported per set")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="print a JSON object")
@@ -550,12 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow: batch integration (any model); invariant: exact from the conserved E (ew)")
     p.add_argument("--gaussian", type=_float, metavar="SIGMA", help="random starts theta0 ~ N(0, SIGMA^2 I) instead of a grid")
     p.add_argument("--samples", type=_positive_int, default=1000, help="number of random starts (with --gaussian)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random starts (0 to 2**32 - 1)")
     p.add_argument("--t-max", type=_float, default=1e4, help="flow time after which a point is undetermined")
     p.add_argument("--rtol", type=_float, default=1e-6, help="batch integrator relative tolerance")
     p.add_argument("--atol", type=_float, default=1e-9, help="batch integrator absolute tolerance")
     p.add_argument("--chunk", type=_positive_int, default=65536, help="points integrated together (bounds memory)")
-    p.add_argument("--max-seconds", type=_float, default=1800.0, help="refuse grids estimated to take longer")
+    p.add_argument("--max-seconds", type=_positive_float, default=1800.0,
+                   help="refuse grids estimated to take longer")
     p.add_argument("--out", metavar="DIR", help="write basins.npz and basins.json (grid) or gaussian.json here")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -578,15 +659,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", action="append", metavar="POINT", help="a start point, e.g. e=0.1,w=0.1 (repeatable)")
     p.add_argument("--grid", type=_positive_int, default=256, help="basin grid points per axis")
     p.add_argument("--fix", metavar="NAME=VALUE,...", help="basins: hold parameters fixed (a slice), e.g. a=0.5")
-    p.add_argument("--resolution", type=_positive_int, default=300, help="landscape sampling per axis")
+    p.add_argument("--resolution", type=lambda t: _int_in(t, 8, PLOT_LIMITS["resolution"]), default=300,
+                   help=f"landscape sampling per axis, 8 to {PLOT_LIMITS['resolution']} (about 100 bytes per point)")
     p.add_argument("--t-max", type=_float, default=1e4, help="flow time limit for trajectories")
-    p.add_argument("--dpi", type=_positive_int, default=200, help="resolution of PNG output")
+    p.add_argument("--dpi", type=lambda t: _int_in(t, 1, PLOT_LIMITS["dpi"]), default=200,
+                   help=f"resolution of PNG output, at most {PLOT_LIMITS['dpi']} (4 bytes per pixel of a 6.4 x 5.6 inch figure)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_plot)
 
     from .train_cli import add_parsers as add_training_parsers
 
     add_training_parsers(sub, fmt)
+
+    from .cooccurrence_cli import add_parsers as add_cooccurrence_parsers
+
+    add_cooccurrence_parsers(sub, fmt)
+
+    from .ntp_order_cli import add_parsers as add_ntp_order_parsers
+
+    add_ntp_order_parsers(sub, fmt)
 
     p = sub.add_parser("demo", formatter_class=fmt, help="the main job: the paper's setting end to end",
                        description="The paper's setting end to end, written to a folder: derivations (Markdown, "
@@ -600,14 +691,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; return its exit code (0 success, 1 analysis failure, 2 invalid input, 130 Ctrl-C).
+
+    Input errors are FlowlabInputError, raised at the boundary (output paths included, before
+    any work). Anything else that escapes a command is a failure of flowlab, not of the input:
+    one line naming the command and the error type, exit 1; FLOWLAB_DEBUG=1 shows the traceback.
+    """
+    command = "flowlab"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"flowlab {args.command}"
         return args.func(args)
+    except SystemExit as exc:  # argparse: --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     except FlowlabInputError as exc:
-        print(f"flowlab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; no partial output was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `flowlab chain ... | head -1`: the reader left, nothing to report
+        _silence_stdout()
+        return EXIT_FAILURE
+    except Exception as exc:  # the last resort: see the docstring
+        import os
+
+        if os.environ.get("FLOWLAB_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        print(f"{command}: failed ({type(exc).__name__}: {_one_line(exc)}); this is not an input error; "
+              "set FLOWLAB_DEBUG=1 to see the traceback", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

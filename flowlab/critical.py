@@ -33,15 +33,16 @@ from ._checks import FlowlabInputError, integer, real_number
 from .critical_numeric import ISOLATED_RADIUS
 from .derivation import P as P_SYM
 from .derivation import Q as Q_SYM
-from .markov import MarkovChain
+from .markov import NEAR_DEGENERATE_GAP, MarkovChain
 from .models import Model
-from .numeric import NumericModel
+from .numeric import NumericModel, compile_expression
 
 KINDS = ("global_min", "local_min", "local_max", "saddle", "degenerate")
 METHODS = ("auto", "symbolic", "numeric")
 #: Default half-width of the box in every coordinate.
 DEFAULT_HALF_WIDTH = 3.0
-#: Tolerances: membership of a numeric point in a symbolic set; loss equal to H.
+#: Tolerances: membership of a numeric point in a symbolic set; loss equal to H on a degenerate
+#: chain (otherwise the chain's gap-scaled :attr:`~flowlab.markov.MarkovChain.loss_tolerance`).
 MEMBER_TOL = 1e-5
 LOSS_TOL = 1e-9
 
@@ -91,6 +92,8 @@ class CriticalResult:
     message: str
     agreement: dict | None
     timings: dict[str, float]
+    #: Symbolic critical sets (of the whole parameter space) with no point in the box, as text.
+    outside_box: tuple[str, ...] = ()
 
     def kinds(self) -> list[str]:
         return [s.kind for s in self.sets]
@@ -109,6 +112,8 @@ class CriticalResult:
             "unigram_loss": self.chain.unigram_loss,
             "sets": [s.as_dict() for s in self.sets],
             "agreement": self.agreement,
+            "outside_box": list(self.outside_box),
+            "nearly_degenerate": self.chain.nearly_degenerate,
             "timings": self.timings,
         }
 
@@ -203,8 +208,9 @@ class _SymbolicAssembly:
         self.samples = samples
         self.dstar = chain.optimal_gap
         self.sides: list = []
+        self.outside: list[str] = []
         subs = {P_SYM: chain.p, Q_SYM: chain.q}
-        self.region_fns = [sp.lambdify(self.prof_symbols, r.subs(subs), "numpy")
+        self.region_fns = [compile_expression(self.prof_symbols, r.subs(subs))
                            for r in (self.structure.region if self.structure is not None else ())]
 
     # lifting profiled points to the model's coordinates
@@ -235,6 +241,8 @@ class _SymbolicAssembly:
             kind = _kind_with_free_bias(kind)
             equation += r",\quad b = b^*(\theta)"
             text += ", b = b*(theta)"
+        if not len(pts):
+            self.outside.append(f"{text} ({description})")
         return CriticalSet(
             kind=kind,
             dimension=dim,
@@ -266,13 +274,15 @@ class _SymbolicAssembly:
         fixed = comp.fixed_dict
         free = comp.free
         chain_subs = {P_SYM: self.chain.p, Q_SYM: self.chain.q}
-        fixed_fns = {str(s): sp.lambdify(free, v.subs(chain_subs), "numpy") for s, v in fixed.items()}
+        fixed_fns = {str(s): compile_expression(free, v.subs(chain_subs)) for s, v in fixed.items()}
         split = self.structure.split
         d0 = float(comp.gap_value.subs(chain_subs))
         loss, lp = (float(v) for v in self.nm.profiled_loss(np.array(d0)))
         # ell'(D0) = 0 exactly when D0 = D* (p + q = 1 for the unigram set, D0 = 0): all global.
         at_optimum = lp == 0.0 or abs(d0 - self.dstar) <= 1e-12 * max(1.0, abs(self.dstar))
-        sgn = 1.0 if lp > 0 else -1.0
+        # sign ell'(D0) = sign(D0 - D*) exactly (ell strictly convex, minimal at D*); the float lp may
+        # lose its sign when ell is nearly flat (a nearly degenerate chain)
+        sgn = 1.0 if d0 > self.dstar else -1.0
 
         def coords(free_vals):
             """Points (k, n) from free coordinates (k, len(free))."""
@@ -297,7 +307,7 @@ class _SymbolicAssembly:
                 ok |= m
             return ok
 
-        curv_fn = (sp.lambdify(free, comp.curvature.subs(chain_subs), "numpy")
+        curv_fn = (compile_expression(free, comp.curvature.subs(chain_subs))
                    if comp.curvature is not None and free else None)
 
         def curvature(x):
@@ -332,6 +342,9 @@ class _SymbolicAssembly:
         what = "the unigram set (D = 0)" if d0 == 0 else f"grad D = 0 with D = {d0:.6g}"
         dim = len(free)
         out = []
+        if not len(pts):
+            self.outside.append(f"{base_txt} ({what})")
+            return out
         if curv_fn is None:
             # no closed-form curvature: classify the samples from the Hessian (exact on the set:
             # ell'(D0) grad^2 D), whose tangent eigenvalues vanish
@@ -379,13 +392,20 @@ class _SymbolicAssembly:
         if dim >= 2 and comp.splits:
             out.extend(self._split_sets(comp, coords, curvature, in_cases, fixed, loss, d0, sgn, at_optimum, what))
         for x0, sd in split_pts:
-            if not (_in_box(x0[None], self.lo, self.hi)[0] and in_cases(x0[None])[0]):
+            if not in_cases(x0[None])[0]:
+                continue
+            if not _in_box(x0[None], self.lo, self.hi)[0]:
+                self.outside.append(", ".join(f"{k} = {sp.sstr(v)}" for k, v in (*fixed.items(), *sd.items()))
+                                    + f" ({what}, where its normal curvature changes sign)")
                 continue
             kind = "global_min" if at_optimum else self._higher_order(x0, d0, sgn)
             items = (*fixed.items(), *sd.items())
+            # the Hessian vanishes at a split point, so numeric roots scatter around it as around
+            # any degenerate isolated point (the wider the flatter ell is, i.e. the smaller the gap)
+            radius = ISOLATED_RADIUS * float(np.linalg.norm(self.hi - self.lo))
 
-            def member(x, x0=x0):
-                return np.linalg.norm(np.atleast_2d(x) - x0, axis=-1) <= MEMBER_TOL
+            def member(x, x0=x0, radius=radius):
+                return np.linalg.norm(np.atleast_2d(x) - x0, axis=-1) <= radius
 
             out.append(
                 self.make_set(kind, dim - 1, loss, r",\ ".join(f"{sp.latex(s)} = {sp.latex(v)}" for s, v in items),
@@ -408,7 +428,7 @@ class _SymbolicAssembly:
             if len(solved) != 1 or not rest:
                 continue
             (z,) = solved
-            fz = sp.lambdify(rest, sd[z].subs({P_SYM: self.chain.p, Q_SYM: self.chain.q}), "numpy")
+            fz = compile_expression(rest, sd[z].subs({P_SYM: self.chain.p, Q_SYM: self.chain.q}))
             per = max(2, int(round(400 ** (1 / len(rest)))))
             idx = [names.index(str(r)) for r in rest]
             grids = np.meshgrid(*[np.linspace(self.lo[i], self.hi[i], per) for i in idx], indexing="ij")
@@ -451,6 +471,25 @@ class _SymbolicAssembly:
                               f"{what}, where its normal curvature changes sign", member)
             )
         return out
+
+    def box_in_region(self, box) -> tuple[bool, str]:
+        """Is the box inside the branch region, and how that was established.
+
+        Conditions linear in the parameters (``ewa``: |c| < 1/2, c linear in a) take their minimum
+        over a box at a corner, so the 2^n corners prove it; otherwise 9 points per axis are only
+        probed, and the answer says so.
+        """
+        sp = self.sp
+        lo, hi = _bounds(box, self.params)
+        subs = {P_SYM: self.chain.p, Q_SYM: self.chain.q}
+        linear = all(sp.Poly(r.subs(subs), *self.prof_symbols).total_degree() <= 1
+                     if r.subs(subs).is_polynomial(*self.prof_symbols) else False for r in self.structure.region)
+        k = 2 if linear else 9
+        probe = np.stack(np.meshgrid(*[np.linspace(a, b, k) for a, b in zip(lo, hi)], indexing="ij"), -1)
+        inside = bool(np.all(self.in_region(probe.reshape(-1, len(lo)))))
+        how = ("proved: the conditions are linear in the parameters and hold at every corner of the box" if linear
+               else "checked at 9 points per axis of the box (the conditions are not linear: not a proof)")
+        return inside, how
 
     def in_region(self, x):
         """Points where the structure holds (each Max/Min on the branch it takes at theta = 0)."""
@@ -498,6 +537,7 @@ class _SymbolicAssembly:
 
     def sets(self):
         self.sides = []  # (text, LaTeX, predicate) of the sides of each split of {grad D = 0}
+        self.outside = []  # texts of the sets (or pieces) of the whole space that have no point in the box
         gap = self.gap_level()
         out = []
         for comp in self.structure.flat:
@@ -516,7 +556,8 @@ def _numeric_sets(model, chain, box, *, starts, seed, samples, sets=True):
 
     nm = NumericModel(model, chain)
     lo, hi = _bounds(box, model.params)
-    res = find_numeric(nm, lo, hi, entropy_rate=chain.entropy_rate, starts=starts, seed=seed, loss_tol=LOSS_TOL,
+    res = find_numeric(nm, lo, hi, entropy_rate=chain.entropy_rate, starts=starts, seed=seed,
+                       loss_tol=LOSS_TOL if chain.degenerate else chain.loss_tolerance,
                        sets=sets)
     sets = []
     for pc in res.pieces:
@@ -586,6 +627,31 @@ def _cross_check(sym_sets, num_sets, num_res):
 
 
 # ------------------------------------------------------------------------------- the API
+def _symbolic_sets(model, chain, box, samples, method, notes):
+    """(symbolic sets or None, texts of the sets outside the box); appends to ``notes``."""
+    asm = _SymbolicAssembly(model, chain, box, samples)
+    structure = asm.structure
+    box_inside = True
+    if structure is not None and structure.region:
+        box_inside, how = asm.box_in_region(box)
+        where = structure.notes[0].split(": ", 1)[-1]
+        notes.append(f"the box lies inside the region where the symbolic structure holds ({where}): {how}"
+                     if box_inside else
+                     f"the box reaches beyond the region where the symbolic structure holds ({where})")
+    if structure is not None and structure.solved and box_inside:
+        sym_sets = asm.sets()
+        if asm.outside:
+            notes.append("symbolic critical sets with no point in the box (not listed): " + "; ".join(asm.outside))
+        return sym_sets, tuple(asm.outside)
+    why = "; ".join(structure.notes) if structure is not None else "no profiled form"
+    if not box_inside:
+        why = "box outside its region"
+    if method == "symbolic":
+        raise FlowlabInputError(f"the symbolic path does not apply to {model.name!r}: {why}")
+    notes.append(f"symbolic path unavailable ({why}); numeric sets only")
+    return None, ()
+
+
 def critical_sets(
     model: Model,
     chain: MarkovChain,
@@ -613,38 +679,28 @@ def critical_sets(
     box = make_box(model, box)
     timings = {}
     notes = []
-    sym_sets, structure = None, None
+    sym_sets, outside = None, ()
     t0 = time.perf_counter()
     if method in ("auto", "symbolic"):
-        asm = _SymbolicAssembly(model, chain, box, samples)
-        structure = asm.structure
-        box_inside = True
-        if structure is not None and structure.region:
-            lo, hi = _bounds(box, asm.params)
-            probe = np.stack(np.meshgrid(*[np.linspace(a, b, 9) for a, b in zip(lo, hi)], indexing="ij"), -1)
-            box_inside = bool(np.all(asm.in_region(probe.reshape(-1, len(lo)))))
-            if not box_inside:
-                notes.append("the box reaches beyond the region where the symbolic structure holds "
-                             f"({structure.notes[0].split(': ', 1)[-1]})")
-        if structure is not None and structure.solved and box_inside:
-            sym_sets = asm.sets()
-        else:
-            why = "; ".join(structure.notes) if structure is not None else "no profiled form"
-            if not box_inside:
-                why = "box outside its region"
-            if method == "symbolic":
-                raise FlowlabInputError(f"the symbolic path does not apply to {model.name!r}: {why}")
-            notes.append(f"symbolic path unavailable ({why}); numeric sets only")
+        sym_sets, outside = _symbolic_sets(model, chain, box, samples, method, notes)
         timings["symbolic_s"] = time.perf_counter() - t0
     num_sets = num_res = None
     roots_only = chain.degenerate and sym_sets is not None
-    if method in ("auto", "numeric"):
+    skip_numeric = chain.nearly_degenerate and sym_sets is not None
+    if skip_numeric:
+        notes.append(_nearly_degenerate_note(chain) + "; kinds from the symbolic structure (sign of D0 - D*, exact)")
+    if method in ("auto", "numeric") and not skip_numeric:
         t1 = time.perf_counter()
         num_sets, num_res = _numeric_sets(model, chain, box, starts=starts, seed=seed, samples=samples,
                                           sets=not roots_only)
         timings["numeric_s"] = time.perf_counter() - t1
         notes.extend(num_res.notes)
     agreement = None
+    if num_sets is not None and chain.nearly_degenerate:
+        notes.append(_nearly_degenerate_note(chain) + "; numeric kinds cannot be resolved and are reported as "
+                     "'degenerate'")
+        num_sets = [replace(s, kind="degenerate", description=s.description + " (nearly degenerate chain)")
+                    for s in num_sets]
     if sym_sets is not None and num_sets is not None:
         if roots_only:
             agreement = _cross_check_degenerate(chain, num_res, NumericModel(model, chain))
@@ -691,12 +747,20 @@ def critical_sets(
         message="; ".join(dict.fromkeys(notes)),
         agreement=agreement,
         timings=timings,
+        outside_box=outside,
     )
+
+
+def _nearly_degenerate_note(chain: MarkovChain) -> str:
+    return (f"nearly degenerate chain: h(pi1) - H = {chain.loss_gap:.3g} is below {NEAR_DEGENERATE_GAP:g}, the "
+            "smallest loss gap float64 resolves, so losses cannot tell the unigram set from the bigram set")
 
 
 # --------------------------------------------------------------------- the regions table
 #: Representative chains of the paper's case split (Figure 1 uses p = q = 0.1 and 0.9).
-REGION_CHAINS = {"p+q<1": (0.1, 0.1), "p+q=1": (0.5, 0.5), "p+q>1": (0.9, 0.9)}
+#: p != q in each region, so that the attention direction a of ``ewa`` is not flat (c = a (pi1 - 1/2)),
+#: and |pi1 - 1/2| < 1/6 (pi1 = 0.4, 0.4, 0.5625), so its branch region |c| < 1/2 covers a in [-3, 3].
+REGION_CHAINS = {"p+q<1": (0.1, 0.15), "p+q=1": (0.4, 0.6), "p+q>1": (0.9, 0.7)}
 
 
 def regions_table(model: Model, box=None, **kwargs) -> dict:
@@ -734,10 +798,11 @@ def regions_table(model: Model, box=None, **kwargs) -> dict:
 def format_text(res: CriticalResult) -> str:
     ch = res.chain
     lines = [
-        f"critical sets of {res.model.name} at p={ch.p:g}, q={ch.q:g} ({ch.regime}); box "
+        f"critical sets of {res.model.name} at {ch} ({ch.regime}); box "
         + ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in res.box.items()),
         f"  H = {ch.entropy_rate:.10g}, h(pi1) = {ch.unigram_loss:.10g}, D* = {ch.optimal_gap:.10g}",
-        f"  method {res.method}; complete: {str(res.complete).lower()}; degenerate: {str(res.degenerate).lower()}",
+        f"  method {res.method}; complete: {str(res.complete).lower()}; degenerate: {str(res.degenerate).lower()}"
+        + ("; NEARLY DEGENERATE" if ch.nearly_degenerate else ""),
     ]
     for s in res.sets:
         lo, hi = s.points.min(0), s.points.max(0)

@@ -226,6 +226,7 @@ class _Finder:
         """Ordered samples of the 1-D critical set through x0 (both directions)."""
         branches = []
         max_steps = int(4 * self.diag / self.h) + 10
+        l0 = float(self.obj.loss(x0))
         for sgn in (1.0, -1.0):
             pts, x, t = [], x0, sgn * t0
             closed = False
@@ -234,6 +235,10 @@ class _Finder:
                 y, ok = project(self.obj, a[None], planes=(t[None], a[None]), gtol=self.gtol)
                 y = y[0]
                 if not ok[0] or not self.inside(y[None])[0]:
+                    break
+                # L is constant on a connected critical set: a change of level means the corrector
+                # jumped to another set (closer than a step, e.g. near a nearly degenerate chain's line)
+                if abs(float(self.obj.loss(y)) - l0) > self.loss_tol:
                     break
                 step = y - x
                 if np.linalg.norm(step) < 1e-3 * self.h:

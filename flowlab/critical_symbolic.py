@@ -27,6 +27,7 @@ import itertools
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import sympy as sp
 
 from .derivation import derive, tidy
@@ -323,4 +324,148 @@ def critical_structure(model: Model) -> CriticalStructure | None:
         solved=solved and all(c.verified for c in flat),
         notes=tuple(notes + more),
         region=region,
+    )
+
+
+# ------------------------------------------------------------- box-independent critical values
+@dataclass(frozen=True)
+class CriticalLevels:
+    """The gap values D0 of every component of {grad D = 0} over the whole parameter space.
+
+    The non-global critical values of the profiled loss are ell(D0) for D0 != D*; with the bias
+    free the critical points are the lifts b = b*(theta) of the profiled ones (dL/db = 0 iff
+    b = b*(theta)), with the same losses. Where Max/Min occur, every smooth piece (each Max/Min
+    replaced by one of its arguments) and every kink (two arguments tied, by Lagrange
+    multipliers) is solved on the whole space, valid or not: the values form a superset of the
+    true ones, so the lowest of them is a conservative (still correct) level.
+    """
+
+    model: Model
+    gap_values: tuple[sp.Expr, ...]  # expressions in p, q or pi1
+    dimension: int  # the largest dimension of a component
+    solved: bool
+    how: str
+    #: Expressions in pi1 that are non-zero for the solution to hold (zero: a special chain, e.g. p = q,
+    #: where a factor dropped as generically non-zero vanishes and more solutions may exist).
+    special: tuple[sp.Expr, ...] = ()
+
+    def values_at(self, p: float, q: float) -> list[float] | None:
+        """The gap values at the chain (p, q), or None when the structure does not cover this chain."""
+        from .derivation import P, Q
+
+        subs = {P: p, Q: q, PI1: p / (p + q)}
+        if not self.solved or any(abs(complex(c.subs(subs))) <= 1e-12 for c in self.special):
+            return None
+        vals = [complex(v.subs(subs)) for v in self.gap_values]
+        if any(abs(v.imag) > 1e-12 * (1 + abs(v.real)) or not np.isfinite(v.real) for v in vals):
+            return None
+        return [v.real for v in vals]
+
+
+#: D depends on (p, q) only through the attention limit m = pi1: p = pi1 q / (1 - pi1) leaves pi1 alone.
+PI1 = sp.Symbol("pi1", positive=True)
+
+
+def _generic(eq, unknowns) -> tuple[sp.Expr, list[sp.Expr]]:
+    """``eq`` without its factors free of the unknowns (non-zero for a generic chain), and those factors."""
+    num = sp.numer(sp.together(eq))
+    if num == 0:
+        return sp.S.Zero, []
+    _, factors = sp.factor_list(num)
+    keep = [f**m for f, m in factors if f.free_symbols & unknowns]
+    return (sp.Mul(*keep) if keep else sp.S.One), [f for f, _ in factors if not f.free_symbols & unknowns]
+
+
+def _stationary(expr, params, constraints) -> tuple[list[tuple[sp.Expr, int]], list[sp.Expr], bool]:
+    """(D0, dimension) of every stationary set of ``expr`` on {constraints = 0}, the chain conditions
+    (expressions in pi1) under which more solutions may exist, and whether every case was solved."""
+    mus = [sp.Symbol(f"mu_{i}") for i in range(len(constraints))]
+    grad = [tidy(sp.diff(expr, s) - sum(m * sp.diff(k, s) for m, k in zip(mus, constraints))) for s in params]
+    split, bare = _split_symbols([expr, *grad, *constraints])
+    if not bare:
+        return [], [], False
+    out, special, solved_all = [], [], True
+    for pattern in itertools.product(SIGNS, repeat=len(split)):
+        sub, _, unknown = _case_substitution(split, pattern)
+        theta = [unknown.get(s, s) for s in params if not (s in sub and sub[s] == 0)]
+        eqs = []
+        for e in [g.subs(sub) for g in grad] + [k.subs(sub) for k in constraints]:
+            e, conds = _generic(e, set(theta) | set(mus))
+            eqs.append(e)
+            special.extend(conds)
+        sols, ok = _solve_system(eqs, theta + mus)
+        solved_all &= ok
+        for sol in sols:
+            if not all(sp.simplify(e.subs(sol)) == 0 for e in eqs):
+                return out, special, False  # a solution that does not verify: not trusted
+            d0 = sp.simplify(expr.subs(sub).subs(sol))
+            if d0.free_symbols & set(theta):
+                return out, special, False  # D not visibly constant on a component: give up honestly
+            out.append((d0, sum(1 for u in theta if u not in sol)))
+    return out, special, solved_all
+
+
+_LEVELS: dict = {}
+
+
+def critical_levels(model: Model, pi1: float | None = None) -> CriticalLevels:
+    """Box-independent gap values of the critical sets of ``model`` (profiled counterpart if the bias is free).
+
+    Solved once for a generic chain; for a chain with stationary law ``pi1`` where a factor
+    dropped as generically non-zero vanishes (``special``), solved again with that exact pi1.
+    """
+    prof = model.with_profiled_bias()
+    key = (prof.params, sp.srepr(prof.logit))
+    if key not in _LEVELS:  # keyed by the logit: ewab and ewa share their profiled form
+        _LEVELS[key] = _levels(prof, None)
+    lev = _LEVELS[key]
+    if pi1 is not None and any(abs(complex(c.subs(PI1, pi1))) <= 1e-12 for c in lev.special):
+        exact = sp.Rational(pi1)  # the float's exact value, not a guess
+        if (key, exact) not in _LEVELS:
+            _LEVELS[key, exact] = _levels(prof, exact)
+        lev = _LEVELS[key, exact]
+    return lev
+
+
+def _levels(prof: Model, pi1) -> CriticalLevels:
+    from .derivation import P, Q
+
+    model = prof
+    d = derive(prof)
+    gap, params = d.gap.subs(P, PI1 * Q / (1 - PI1)), d.params
+    gap = gap.replace(lambda e: isinstance(e, (sp.Max, sp.Min)), lambda e: e.func(*(sp.cancel(a) for a in e.args)))
+    if Q in gap.free_symbols:
+        gap = sp.factor(sp.simplify(gap))
+    if pi1 is not None:
+        gap = gap.subs(PI1, pi1)
+    if Q in gap.free_symbols:
+        return CriticalLevels(model, (), 0, False, "D depends on (p, q) other than through pi1: not solved")
+    if gap.has(sp.Piecewise, sp.Heaviside):
+        return CriticalLevels(model, (), 0, False, "D has Piecewise/Heaviside: not solved symbolically")
+    atoms = sorted(gap.atoms(sp.Max, sp.Min), key=sp.default_sort_key)
+    if not atoms:
+        st = critical_structure(prof)
+        return CriticalLevels(
+            model, tuple(c.gap_value for c in st.flat), max((len(c.free) for c in st.flat), default=0), st.solved,
+            "every component of {grad D = 0} on the whole parameter space (SymPy, every sign case, verified)",
+        )
+    if any(a.has(sp.Max, sp.Min) for atom in atoms for a in atom.args):
+        return CriticalLevels(model, (), 0, False, "nested Max/Min in D: branches not enumerated")
+    # per atom: each argument (a smooth piece), or a pair of tied arguments (a kink)
+    options = [[(a,) for a in atom.args] + list(itertools.combinations(atom.args, 2)) for atom in atoms]
+    values, dim, solved, special = set(), 0, True, set()
+    for combo in itertools.product(*options):
+        piece = gap.xreplace({atom: choice[0] for atom, choice in zip(atoms, combo)})
+        ties = [c[0] - c[1] for c in combo if len(c) == 2]
+        found, conds, ok = _stationary(piece, params, ties)
+        solved &= ok
+        special.update(conds)
+        values.update(v for v, _ in found)
+        dim = max([dim, *(k for _, k in found)])
+    return CriticalLevels(
+        model, tuple(sorted(values, key=sp.default_sort_key)), dim, solved and all(v.is_number or v.free_symbols <= {PI1}
+                                                                            for v in values),
+        f"a superset: every smooth piece and kink of the {len(atoms)} Max/Min of D solved on the whole "
+        "parameter space (SymPy, every sign case, verified by substitution)",
+        tuple(sorted(special, key=sp.default_sort_key)),
     )

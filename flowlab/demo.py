@@ -76,7 +76,35 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     """Run the demo and return its summary (also written to ``out/summary.json``).
 
     ``fast`` uses coarse grids and few samples (for the tests); the analysis is the same.
+    The folder is one unit: built under a hidden temporary sibling (``.NAME.partial-*``) and
+    renamed to ``out`` at the end; an interrupted run removes it and leaves ``out`` as it was.
+    ``out`` must be new, empty or an earlier demo folder (which is replaced); this is checked
+    before any work.
     """
+    from .io import atomic_folder
+
+    with atomic_folder(out, "demo folder", _earlier_demo) as tmp:
+        summary = _run_demo(tmp, quiet=quiet, fast=fast)
+    if not quiet:
+        print(f"flowlab demo: wrote {len(summary['files'])} files to {out} "
+              f"in {summary['wall_time_s']:.1f} s; open {Path(out) / 'report.md'}", file=sys.stderr)
+    return summary
+
+
+def _earlier_demo(folder: Path) -> bool:
+    """True when ``folder`` holds only what an earlier demo listed in its summary.json (it may be replaced)."""
+    import json
+
+    try:
+        listed = json.loads((folder / "summary.json").read_text())["files"]
+        tops = {str(name).split("/")[0] for name in listed}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all(entry.name in tops for entry in folder.iterdir())
+
+
+def _run_demo(out: Path, *, quiet: bool, fast: bool) -> dict:
+    """The demo's work, written into the folder ``out`` (which exists)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,8 +120,6 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     from .models import get_model
 
     start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     files: list[str] = []
     summary: dict = {"derivations": {}, "critical": {}, "basins": [], "gaussian": [], "flows": [], "fast": fast}
     grid_n = 48 if fast else 256
@@ -101,7 +127,7 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     samples = 200 if fast else 1000
     box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
     steps = ["derivations", "critical sets", "figure 1", "basins", "gaussian", "flows", "figures", "attention (ewa)",
-             "training (figure 4)"]
+             "training (figure 4)", "co-occurrence", "ntp_order"]
     bar = _progress(steps, quiet, "demo")
     phase_times: dict = {}
     it = _timed(bar, phase_times)
@@ -218,6 +244,14 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     summary["ewa"] = _attention_section(out, files, fast=fast, small=small)
     next(it)  # ------------------------------------------------------ training: the paper's Figure 4
     summary["training"] = _training_section(out, files, fast=fast)
+    next(it)  # ----------------------------------------- the co-occurrence system (MODELS.md section 6)
+    from . import cooccurrence_report, ntp_order_report
+
+    summary["cooccurrence"] = cooccurrence_report.section(out, fast=fast, quiet=True)
+    files += summary["cooccurrence"]["files"]
+    next(it)  # ------------------------------------- the next-token partial-order system (MODELS.md section 7)
+    summary["ntp_order"] = ntp_order_report.section(out, fast=fast, quiet=True)
+    files += summary["ntp_order"]["files"]
     next(it, None)  # records the last phase
     bar.close()
     summary["phase_seconds"] = phase_times
@@ -226,9 +260,6 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False) -> 
     summary["files"] = sorted(files + ["summary.json", "report.md"])
     atomic_write_text(out / "summary.json", to_json(summary))
     atomic_write_text(out / "report.md", _report(summary))
-    if not quiet:
-        print(f"flowlab demo: wrote {len(summary['files'])} files to {out} "
-              f"in {summary['wall_time_s']:.1f} s; open {out / 'report.md'}", file=sys.stderr)
     return summary
 
 
@@ -335,10 +366,15 @@ def _training_report(sec: dict) -> list[str]:
     for group in ("canonical", "transformer"):
         for init, r in (s.get(group) or {}).items():
             if isinstance(r, dict) and "mean" in r:
+                verdicts = ", ".join(f"{a} / {b}" for a, b in zip(r.get("predicted", []), r.get("ended", [])))
                 rows.append(f"| {group} | {init} | {r['mean']:.5f} +- {r.get('std', 0.0):.5f} | "
-                            + ", ".join(f"{v:.5f}" for v in r.get("final_losses", [])) + " |")
-    lines += [f"Unigram loss h(pi1) = {s['unigram_loss']:.5f}, bigram loss H = {s['bigram_loss']:.5f}.", "",
-              "| model | init | final loss (mean +- std) | per seed |", "|---|---|---|---|", *rows, ""]
+                            + ", ".join(f"{v:.5f}" for v in r.get("final_losses", [])) + f" | {verdicts} |")
+    lines += [f"Unigram loss h(pi1) = {s['unigram_loss']:.5f}, bigram loss H = {s['bigram_loss']:.5f}. "
+              "Predicted: the gradient flow of the canonical model from the same start (for the transformer, from "
+              "its initial weights projected on (e, w, a, b)); ended: within 0.1 of the gap h(pi1) - H of a level "
+              "(for the transformer with 3 standard errors of the held-out loss), else undetermined.", "",
+              "| model | init | final loss (mean +- std) | per seed | predicted / ended, per seed |",
+              "|---|---|---|---|---|", *rows, ""]
     return lines
 
 
@@ -390,6 +426,8 @@ def _attention_report(sec: dict) -> list[str]:
 
 
 def _report(summary: dict) -> str:
+    from . import cooccurrence_report, ntp_order_report
+
     lines = [
         "# flowlab demo report",
         "",
@@ -454,7 +492,8 @@ def _report(summary: dict) -> str:
     for b in summary["basins"]:
         c, f = b["chain"], b["fractions"]
         grid = "x".join(str(v[2]) for v in b["grid"].values())
-        agree = "n/a" if not b["cross_check"] else f"{b['cross_check']['agreement_far']:.5f}"
+        x = b["cross_check"]
+        agree = "n/a" if not x or x["agreement_far"] is None else f"{x['agreement_far']:.5f}"
         lines.append(
             f"| {b.get('model', 'ew')} | {c['p']:g} | {c['q']:g} | [{grid}]({b['dir']}/basins.json) | {f['global']:.4f} | "
             f"{f['nonglobal']:.4f} | {f['undetermined']:.4f} | {agree} | {b['seconds']:.2f} |"
@@ -514,6 +553,8 @@ def _report(summary: dict) -> str:
     ]
     lines += _attention_report(summary["ewa"])
     lines += _training_report(summary["training"])
+    lines += cooccurrence_report.report_lines(summary["cooccurrence"])
+    lines += ntp_order_report.report_lines(summary["ntp_order"])
     lines += [
         "",
         f"Wall time: {summary['wall_time_s']:.1f} s.",

@@ -77,7 +77,23 @@ def tidy(expr):
 
 #: p = 1/(1+s), q = 1/(1+t) with s, t > 0 maps (0, 1)^2 onto the positive quadrant, so that
 #: 1 - p and 1 - q are visibly positive and logarithms can be expanded safely.
-_ODDS = {P: 1 / (1 + sp.Symbol("s", positive=True)), Q: 1 / (1 + sp.Symbol("t", positive=True))}
+_ODDS_S, _ODDS_T = sp.symbols("s t", positive=True)
+_ODDS = {P: 1 / (1 + _ODDS_S), Q: 1 / (1 + _ODDS_T)}
+#: The unknown function zeta0 = Z(D) of the envelope-theorem proof.
+_ZFUN = sp.Function("Z")
+
+#: Names of the derivation's symbols that meet a model's parameters (name -> role); a parameter
+#: with one of these names would be confused with them (``flowlab.models.reserved_names`` refuses
+#: it): D is substituted by the gap, and ``vanishes`` turns a parameter under |.| into a positive
+#: symbol of the same name, which would equal p, q, s or t. (U and Z live only in the
+#: model-independent proofs of :func:`gap_identities`, where no parameter appears.)
+INTERNAL_NAMES = {
+    P.name: "the switching probability p of the chain",
+    Q.name: "the switching probability q of the chain",
+    GAP.name: "the logit gap D",
+    _ODDS_S.name: "the odds variable s of p = 1/(1+s) in the derivation's proofs",
+    _ODDS_T.name: "the odds variable t of q = 1/(1+t) in the derivation's proofs",
+}
 
 
 def _simplifies_to_zero(expr) -> bool:
@@ -305,7 +321,7 @@ def gap_identities() -> tuple[Identity, ...]:
         )
     )
     # 3. envelope theorem: differentiate ell with zeta0 an unknown function Z(D).
-    zfun = sp.Function("Z")(GAP)
+    zfun = _ZFUN(GAP)
     ell_z = cross_entropy_loss(zfun, zfun + GAP)
     residual = sp.diff(ell_z, GAP) - (
         ELL_PRIME.subs(ZETA0, zfun)

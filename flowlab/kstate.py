@@ -39,6 +39,7 @@ import sympy as sp
 from ._checks import finite_array, integer, real_number
 from .errors import FlowlabInputError
 from .models import TOKEN, param_symbol
+from .numeric import format_point, require_finite
 
 #: Rows of a kernel may miss 1 by this much; they are then renormalised exactly.
 ROW_SUM_TOL = 1e-9
@@ -288,7 +289,7 @@ def _reject_constant(name):
 def _rows_from_json(text: str, path: Path) -> list[list[float]]:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise FlowlabInputError(f"{path} is not valid JSON: {exc}") from None
     if isinstance(data, dict):
         if "kernel" not in data:
@@ -305,6 +306,10 @@ def _rows_from_json(text: str, path: Path) -> list[list[float]]:
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise FlowlabInputError(f"{path}: entry ({i}, {j}) must be a number, got {v!r}")
+            # a long integer overflows float(); a long decimal such as 1e400 parses as inf
+            if isinstance(v, int) and v.bit_length() > 1000 or isinstance(v, float) and not math.isfinite(v):
+                shown = v if isinstance(v, float) else f"an integer with {len(str(abs(v)))} digits"
+                raise FlowlabInputError(f"{path}: entry ({i}, {j}) must be a probability in [0, 1], got {shown}")
         rows.append([float(v) for v in row])
     return rows
 
@@ -573,8 +578,12 @@ class KStateNumeric:
                 f"a point of model {self.model.name!r} has {len(self.params)} coordinates {list(self.params)}, "
                 f"got shape {theta.shape}"
             )
-        loss = float(self.loss(theta))
-        grad = self.gradient(theta)
+        try:
+            loss = float(self.loss(theta))
+            grad = self.gradient(theta)
+        except FlowlabInputError as exc:  # name the point: it is the user's
+            raise FlowlabInputError(f"at {format_point(self.params, theta)}: {exc}") from None
+        require_finite({"loss": loss, "gradient": grad}, self.params, theta)
         return {
             "model": self.model.name,
             "k": self.model.k,

@@ -191,7 +191,7 @@ def sections(d: Derivation, chain: MarkovChain | None = None) -> list[Section]:
         c = chain.as_dict()
         out.append(
             Section(
-                f"At p = {chain.p:g}, q = {chain.q:g}",
+                f"At p = {chain.p!r}, q = {chain.q!r}",
                 f"Regime {c['regime']}" + (" (degenerate: unigram = bigram)." if chain.degenerate else "."),
                 (
                     Equation("\\pi", f"({chain.pi0:.10g},\\ {chain.pi1:.10g})"),

@@ -6,11 +6,15 @@ the numerics and the analyses take any model, so a new one plugs in without new 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
+from functools import cache
+from types import MappingProxyType
 
 import sympy as sp
 
 from ._checks import FlowlabInputError
+from ._defaults import PRESET_NAMES
 
 #: The current token x_n in {0, 1}.
 TOKEN = sp.Symbol("x", real=True)
@@ -50,14 +54,20 @@ class Model:
             raise FlowlabInputError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
         if len(set(self.params)) != len(self.params) or not self.params:
             raise FlowlabInputError(f"parameter names must be distinct and non-empty: {self.params}")
-        for reserved, what in ((TOKEN.name, "the token"), (ATTENTION.name, "the attention average")):
-            if reserved in self.params:
-                raise FlowlabInputError(f"{reserved!r} is {what} and cannot be a parameter name")
+        for name in self.params:
+            if name != BIAS:  # the bias is checked below: it appears exactly when bias='free'
+                check_param_name(name)
         if (BIAS in self.params) != (self.bias == "free"):
             raise FlowlabInputError(
                 f"the parameter {BIAS!r} is the bias: it appears exactly when bias='free'"
             )
         allowed = set(self.symbols) | {TOKEN, ATTENTION}
+        for token in (0, 1):
+            if self.full_logit.subs(TOKEN, token).has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+                raise FlowlabInputError(
+                    f"the logit of {self.name!r} is undefined or infinite at the token x = {token} "
+                    f"({self.full_logit.subs(TOKEN, token)}): the token takes the values 0 and 1"
+                )
         stray = self.full_logit.free_symbols - allowed
         if stray:
             raise FlowlabInputError(
@@ -95,10 +105,61 @@ class Model:
         return replace(self, name=name or default, params=params, bias="profiled")
 
 
+@cache
+def reserved_names() -> MappingProxyType:
+    """Every name a parameter may not take (name -> why), derived from the pipeline's own symbols.
+
+    The token x, the attention average m and the bias b; the derivation's symbols that meet the
+    parameters (p, q, D, s, t: :data:`flowlab.derivation.INTERNAL_NAMES`) and its special functions (sigmoid,
+    softplus, profiled_logit0); the whitelisted functions of the parser; the names the compiled
+    NumPy code calls (collected from a compiled probe that uses every whitelisted and special
+    function, so the list follows SymPy's printer); the invariant search's constant C and the
+    LaTeX symbols pi_0, pi_1; and the Python keywords. Names of the form x0, x1, ... (lambdify's
+    common-subexpression temporaries) are refused by :func:`check_param_name` as well.
+    """
+    import keyword
+
+    from .derivation import INTERNAL_NAMES
+    from .latex import PI0_SYM, PI1_SYM
+    from .numeric import compiled_names
+    from .parse import ALLOWED_FUNCTIONS
+    from .special import NUMPY_IMPLEMENTATIONS
+
+    out = {name: "a Python keyword" for name in keyword.kwlist}
+    out.update((name, "a name the compiled NumPy code uses") for name in compiled_names())
+    out.update((name, "the name of a function of the logit whitelist") for name in ALLOWED_FUNCTIONS)
+    out.update((name, "the name of a special function of the derivation") for name in NUMPY_IMPLEMENTATIONS)
+    internal = {**INTERNAL_NAMES, PI0_SYM.name: "the stationary probability pi_0 in the LaTeX output",
+                PI1_SYM.name: "the stationary probability pi_1 in the LaTeX output",
+                "C": "the constant of integration of the invariant search (flowlab.invariants)",
+                TOKEN.name: "the token x", ATTENTION.name: "the attention average m",
+                BIAS: "the bias b (a free bias, --free-bias or bias='free', makes it a coordinate)"}
+    out.update((name, f"reserved for {role}") for name, role in internal.items())
+    return MappingProxyType(out)
+
+
+#: lambdify's common-subexpression temporaries are named x0, x1, ... (SymPy's numbered_symbols()).
+_CSE_TEMPORARY = re.compile(r"x[0-9]+")
+
+
+def check_param_name(name: str) -> str:
+    """Refuse a parameter name that the derivation, the compiler or Python reserves (with the reason)."""
+    reason = reserved_names().get(name)
+    if reason is None and _CSE_TEMPORARY.fullmatch(name):
+        reason = "reserved for lambdify's common-subexpression temporaries x0, x1, ..."
+    if reason is not None:
+        raise FlowlabInputError(f"invalid parameter name {name!r} (reserved): it is {reason}; choose another name")
+    return name
+
+
+#: The preset names (one list, shared with the CLI).
+EW, EWB, EWA, EWAB = PRESET_NAMES
+
+
 def _ew() -> Model:
     e, w = param_symbol("e"), param_symbol("w")
     return Model(
-        name="ew",
+        name=EW,
         params=("e", "w"),
         logit=e**2 * (1 + 2 * w * sp.Abs(w)) * TOKEN - e**2 / 2,
         invariants=(("E", e**2 - w**2 - sp.sign(w) * sp.log(sp.Abs(w))),),
@@ -110,7 +171,7 @@ def _ewa() -> Model:
     e, w, a = param_symbol("e"), param_symbol("w"), param_symbol("a")
     s = (TOKEN - sp.Rational(1, 2)) + a * (ATTENTION - sp.Rational(1, 2))
     return Model(
-        name="ewa",
+        name=EWA,
         params=("e", "w", "a"),
         logit=e**2 * (s + 4 * w * sp.Abs(w) * sp.Max(s, 0)),
         description="model ew with the attention scalar a (MODELS.md section 4): residual stream e s alpha with "
@@ -118,16 +179,21 @@ def _ewa() -> Model:
     )
 
 
+@cache
 def _presets() -> dict[str, Model]:
     ew = _ew()
-    ewb = ew.with_free_bias("ewb")
+    ewb = ew.with_free_bias(EWB)
     ewb = replace(ewb, description="model ew with the bias b free (what SGD trains)")
     ewa = _ewa()
-    ewab = replace(ewa.with_free_bias("ewab"), description="model ewa with the bias b free")
+    ewab = replace(ewa.with_free_bias(EWAB), description="model ewa with the bias b free")
     return {m.name: m for m in (ew, ewb, ewa, ewab)}
 
 
-PRESETS: dict[str, Model] = _presets()
+def __getattr__(name: str):
+    """``PRESETS`` is built on first use (a Model's name check imports the derivation, which imports this module)."""
+    if name == "PRESETS":
+        return _presets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def user_model(logit: str, params, *, name: str = "user", bias: str = "profiled") -> Model:
@@ -152,8 +218,8 @@ def user_model(logit: str, params, *, name: str = "user", bias: str = "profiled"
 def get_model(name: str) -> Model:
     """The preset model called ``name``."""
     try:
-        return PRESETS[name]
+        return _presets()[name]
     except KeyError:
         raise FlowlabInputError(
-            f"unknown model {name!r}; available: {', '.join(sorted(PRESETS))}"
+            f"unknown model {name!r}; available: {', '.join(sorted(_presets()))}"
         ) from None

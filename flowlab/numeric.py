@@ -21,10 +21,45 @@ from .special import NUMPY_IMPLEMENTATIONS
 
 
 def _compile(args, exprs) -> Callable:
-    """The single lambdify call site: a flat list of expressions -> a NumPy function."""
+    """The single lambdify call site: a flat list of expressions -> a NumPy function.
+
+    ``dummify=True``: the arguments become private dummies in the generated code, so no
+    parameter name can shadow a NumPy function or constant the code uses (a parameter ``e`` and
+    the constant ``exp(1)``, printed ``e``, used to collide).
+    """
     import sympy as sp
 
-    return sp.lambdify(args, list(exprs), modules=[NUMPY_IMPLEMENTATIONS, "numpy"], cse=True)
+    return sp.lambdify(args, list(exprs), modules=[NUMPY_IMPLEMENTATIONS, "numpy"], cse=True, dummify=True)
+
+
+def compile_expression(args, expr) -> Callable:
+    """One expression -> a NumPy function returning it (through :func:`_compile`, so no parameter
+    name can shadow what the generated code uses)."""
+    fn = _compile(args, [expr])
+    return lambda *values: fn(*values)[0]
+
+
+@cache
+def compiled_names() -> frozenset[str]:
+    """The global names the compiled code uses for every whitelisted and special function.
+
+    Found by compiling a probe that applies each function (and its derivative) through
+    :func:`_compile`, so the set follows SymPy's printer (maximum, select, less, nan, ...).
+    """
+    import sympy as sp
+
+    from .parse import ALLOWED_FUNCTIONS
+    from .special import profiled_logit0, sigmoid, softplus
+
+    s, r = sp.symbols("s r", real=True)
+    parts = [sp.Piecewise((s, s < r), (s**2, s <= r), (r, s > r), (s * r, s >= r), (0, True)),
+             sp.Piecewise((s, s <= r), (r, True)), sp.Piecewise((s, s >= r), (r, True)),
+             softplus(s), sigmoid(s), profiled_logit0(s, r, r + 1)]
+    for name, (constructor, arities) in ALLOWED_FUNCTIONS.items():
+        if name != "Piecewise":
+            parts.extend(constructor(*(s, r)[:n]) for n in arities if n <= 2)
+    fn = _compile([s, r], parts + [sp.diff(part, s) for part in parts])
+    return frozenset(fn.__code__.co_names)
 
 
 @dataclass(frozen=True)
@@ -59,6 +94,28 @@ def compile_model(model: Model) -> CompiledModel:
         ell=_compile([GAP, P, Q], [ELL, ELL_PRIME]),
         optimal_bias=_compile(args, [d.optimal_bias]) if d.profiled else None,
     )
+
+
+#: What usually makes a user's logit non-finite at a point.
+UNDEFINED_HINT = ("log or sqrt of a negative number, a division by zero, an overflow such as exp(exp(.)), "
+                  "or a Piecewise with no branch for this point?")
+
+
+def format_point(params, theta) -> str:
+    """``e=0.3, w=-1`` (each value with the digits that round-trip)."""
+    def num(v):
+        v = float(v)
+        short = format(v, "g")
+        return short if float(short) == v else repr(v)
+
+    return ", ".join(f"{name}={num(v)}" for name, v in zip(params, np.ravel(theta)))
+
+
+def require_finite(quantities: dict, params, theta, hint: str = UNDEFINED_HINT) -> None:
+    """Raise :class:`FlowlabInputError` naming the point and the first quantity with a NaN or inf."""
+    for what, value in quantities.items():
+        if not np.all(np.isfinite(np.asarray(value, dtype=np.float64))):
+            raise FlowlabInputError(f"the {what} is not finite at {format_point(params, theta)} ({hint})")
 
 
 def _stack(values, shape) -> np.ndarray:
@@ -131,24 +188,35 @@ class NumericModel:
         out, shape = self._call(self.compiled.optimal_bias, theta)
         return _stack(out, shape)[..., 0]
 
+    def check_point(self, theta, quantities: dict) -> None:
+        """Refuse a user-given point where a quantity (name -> values) is not finite, saying why if the logit is."""
+        with np.errstate(all="ignore"):
+            gap = float(self.gap(theta))
+        hint = UNDEFINED_HINT
+        if not np.isfinite(gap):
+            hint = f"the logit gap D = f(theta; 1) - f(theta; 0) is {gap} there: " + UNDEFINED_HINT
+        require_finite(quantities, self.params, theta, hint)
+
     def evaluate(self, theta) -> dict:
-        """Everything at one point, JSON-ready (the ``flowlab eval`` payload)."""
+        """Everything at one point, JSON-ready (the ``flowlab eval`` payload); a non-finite value is an error."""
         theta = finite_array(theta, "theta")
         if theta.shape != (len(self.params),):
             raise FlowlabInputError(
                 f"a point of model {self.model.name!r} has {len(self.params)} coordinates "
                 f"{list(self.params)}, got shape {theta.shape}"
             )
-        grad = self.gradient(theta)
+        with np.errstate(all="ignore"):  # a non-finite value is reported by check_point, not warned about
+            loss, grad, hessian = self.loss(theta), self.gradient(theta), self.hessian(theta)
+        self.check_point(theta, {"loss": loss, "gradient": grad, "Hessian": hessian})
         out = {
             "model": self.model.name,
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "at": dict(zip(self.params, theta.tolist())),
-            "loss": float(self.loss(theta)),
+            "loss": float(loss),
             "gradient": dict(zip(self.params, grad.tolist())),
             "gradient_norm": float(np.linalg.norm(grad)),
-            "hessian": self.hessian(theta).tolist(),
+            "hessian": hessian.tolist(),
             "gap": float(self.gap(theta)),
             "optimal_gap": self.chain.optimal_gap,
         }

@@ -48,7 +48,7 @@ from typing import NoReturn
 import sympy as sp
 
 from .errors import FlowlabInputError
-from .models import ATTENTION, BIAS, TOKEN, param_symbol
+from .models import ATTENTION, BIAS, TOKEN, check_param_name, param_symbol
 
 #: Longest accepted logit text, in characters.
 MAX_LENGTH = 2000
@@ -91,14 +91,15 @@ _BINARY = MappingProxyType({"+": operator.add, "-": operator.sub, "*": operator.
 _OPERATORS = ("**", "<=", ">=", "*", "/", "+", "-", "(", ")", ",", "<", ">")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"(\d+)?(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
+_NUMBER = re.compile(r"(\d+)?(?:\.(\d*))?(?:[eE]([+-]?\d+))?", re.ASCII)
+_DIGITS = "0123456789"
+#: Non-ASCII characters that look like something allowed, with what to type instead.
+_LOOKALIKES = {**dict.fromkeys("\u2212\u2013\u2014", "type '-' for minus"),
+               **dict.fromkeys("\u00b2\u00b3\u00b9\u2070\u2074\u2075\u2076\u2077\u2078\u2079",
+                               "superscripts are not powers: write ** for powers, e.g. e**2"),
+               **dict.fromkeys("\u00d7\u22c5\u00b7", "type '*' for a product"), "\u00f7": "type '/' for a division"}
 _NUMBER_RUN = re.compile(r"[A-Za-z0-9_.]*")
 _NUMBER_TAIL = re.compile(r"[A-Za-z0-9_.]")
-_RESERVED = {
-    TOKEN.name: "the token",
-    ATTENTION.name: "the attention average",
-    BIAS: "the bias (use bias='free' to make it a parameter)",
-}
 _CONSTANT_KEYWORDS = ("True", "False", "None")
 _FORBIDDEN_CHARS = {
     "^": "'^' is XOR in Python, not a power; write ** for powers, e.g. x**2",
@@ -174,7 +175,7 @@ class _Lexer:
         i = self.pos
         col = i + 1
         c = text[i]
-        if c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        if c in _DIGITS or (c == "." and i + 1 < n and text[i + 1] in _DIGITS):
             return self._number(i, col)
         if _NAME.match(c):
             name = _NAME.match(text, i).group()
@@ -191,8 +192,8 @@ class _Lexer:
         if c == ".":
             _fail(col, "'.' is not allowed here: no attribute access, and decimals need a digit (e.g. 0.5)")
         if ord(c) > 127:
-            hint = " (type '-' for minus)" if c in "\u2212\u2013\u2014" else ""
-            _fail(col, f"non-ASCII character {c!r}{hint}; allowed: {_ALLOWED_TEXT}")
+            hint = f" ({_LOOKALIKES[c]})" if c in _LOOKALIKES else ""
+            _fail(col, f"the non-ASCII character {c!r} (U+{ord(c):04X}) is not allowed{hint}; allowed: {_ALLOWED_TEXT}")
         if c in "\n\r":
             _fail(col, "line breaks are not allowed: a logit is a single line")
         if not c.isprintable():
@@ -511,12 +512,7 @@ def _validate_params(names: Sequence[str]) -> tuple[str, ...]:
                 f"invalid parameter name {name!r}: use an ASCII letter followed by letters, digits or '_' "
                 f"(at most {MAX_NAME_LENGTH} characters), and separate names with commas"
             )
-        if keyword.iskeyword(name):
-            raise FlowlabInputError(f"invalid parameter name {name!r}: it is a Python keyword")
-        if name in _RESERVED:
-            raise FlowlabInputError(f"invalid parameter name {name!r}: it is reserved for {_RESERVED[name]}")
-        if name in ALLOWED_FUNCTIONS:
-            raise FlowlabInputError(f"invalid parameter name {name!r}: it is the name of a function")
+        check_param_name(name)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise FlowlabInputError(f"parameter names must be distinct; repeated: {', '.join(duplicates)}")
@@ -526,8 +522,9 @@ def _validate_params(names: Sequence[str]) -> tuple[str, ...]:
 def parse_params(text: str) -> tuple[str, ...]:
     """Split a comma-separated list of parameter names, e.g. ``"e, w, a"`` -> ``("e", "w", "a")``.
 
-    Each name must be an ASCII identifier that is not a Python keyword, not ``x`` (the token),
-    ``m`` (the attention average) or ``b`` (the bias), nor a whitelisted function name.
+    Each name must be an ASCII identifier that is not reserved (:func:`flowlab.models.reserved_names`:
+    Python keywords, ``x`` the token, ``m`` the attention average, ``b`` the bias, the derivation's
+    symbols such as ``p``, ``q`` and ``D``, and function names the compiler uses).
     """
     if not isinstance(text, str):
         raise FlowlabInputError(f"parameter names must be given as a string, got {type(text).__name__}")

@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from ._checks import FlowlabInputError, integer
+from ._defaults import PLOT_LIMITS
 
 #: Colours used for the same meaning in every figure.
 COLORS = {
@@ -484,7 +485,7 @@ def energy_landscape(model, chain, *, crit=None, extent=None, ax=None, resolutio
         )
     if field not in ("stream", "quiver", None):
         raise FlowlabInputError(f"field must be 'stream', 'quiver' or None, got {field!r}")
-    resolution = integer(resolution, "resolution", 8)
+    resolution = integer(resolution, "resolution", 8, PLOT_LIMITS["resolution"])
     ax = _axes(ax, figsize=(5.8, 5.9))
     box = make_box(model, extent)
     xn, yn = model.params
@@ -565,12 +566,16 @@ def _direction_field(ax, nm, box, field):
 
 
 # -------------------------------------------------------------------------- basin map
-def _sliced_model(model, fixed):
-    """The model restricted to a slice (some parameters held at values): its critical sets in the slice.
+#: A point of a full critical set drawn on a slice must have |grad L| (full model) at most this.
+SLICE_GRAD_TOL = 1e-6
 
-    For a profiled model L = ell(D), the critical points of the restriction are {D = D*} and the
-    points where the free partial derivatives of D vanish, which for the preset models is the
-    intersection of the full critical sets with the slice.
+
+def _sliced_model(model, fixed):
+    """The model restricted to a slice: some parameters held at the given values, exactly.
+
+    Each value enters as the exact rational of its float64 value (``sympy.Rational(float)``), never
+    rounded to a "simple" number. The restriction's critical points are candidates only: they
+    include points where a fixed coordinate's derivative does not vanish (see :func:`_slice_sets`).
     """
     from dataclasses import replace
 
@@ -578,17 +583,90 @@ def _sliced_model(model, fixed):
 
     from .models import param_symbol
 
-    subs = {param_symbol(k): sp.nsimplify(v) for k, v in fixed.items()}
+    subs = {param_symbol(k): sp.Rational(float(v)) for k, v in fixed.items()}
     params = tuple(n for n in model.params if n not in fixed)
-    return replace(model, name=f"{model.name}|" + ",".join(f"{k}={v:g}" for k, v in fixed.items()),
+    return replace(model, name=f"{model.name}|" + ",".join(f"{k}={v!r}" for k, v in fixed.items()),
                    params=params, logit=model.logit.subs(subs), invariants=())
+
+
+def _slice_sets(model, chain, sliced, box, full=None):
+    """The full model's critical sets intersected with a slice, as a CriticalResult over the free parameters.
+
+    ``full``: the CriticalResult of the full model (computed with the symbolic path when None). A
+    point is drawn when it is a critical point of the restricted model (a candidate) or a sample of
+    a full set lying in the slice, *and* it is a member of a full symbolic set (whose kind it takes)
+    with |grad L| of the full model at most :data:`SLICE_GRAD_TOL`. Without symbolic full sets (a
+    model with no profiled structure) nothing can be vouched for and None is returned: no overlay.
+    """
+    from .critical import CriticalResult, CriticalSet, critical_sets, make_box
+    from .numeric import NumericModel
+
+    free = [n for n in model.params if n not in sliced]
+    idx = {n: i for i, n in enumerate(model.params)}
+    # the full box reaches +-1 around the slice (so that sets crossing it are sampled and kept), or
+    # +-1e-3 when the wider box leaves the region where the symbolic structure holds
+    for width in ((1.0, 1e-3) if full is None else ()):
+        full_box = {**box, **{k: (v - width * max(1.0, abs(v)), v + width * max(1.0, abs(v)))
+                              for k, v in sliced.items()}}
+        try:
+            full = critical_sets(model, chain, make_box(model, full_box), method="symbolic")
+            break
+        except FlowlabInputError:
+            continue
+    if full is None:
+        return None
+    members = [s for s in full.sets if s.member is not None]
+    if not members:
+        return None
+    restricted = _sliced_model(model, sliced)
+    cands = critical_sets(restricted, chain, box)
+
+    def lift(pts):
+        out = np.empty((len(pts), len(model.params)))
+        for j, n in enumerate(free):
+            out[:, idx[n]] = pts[:, j]
+        for n, v in sliced.items():
+            out[:, idx[n]] = v
+        return out
+
+    pool = [lift(np.asarray(s.points, float).reshape(-1, len(free))) for s in cands.sets]
+    fixed_cols = [idx[n] for n in sliced]
+    fixed_vals = np.array([sliced[n] for n in sliced])
+    nm = NumericModel(model, chain)
+    sets = []
+    for s in members:
+        pts = np.asarray(s.points, float).reshape(-1, len(model.params))
+        on = np.all(np.abs(pts[:, fixed_cols] - fixed_vals) <= 1e-12 * (1 + np.abs(fixed_vals)), axis=1)
+        cand = np.concatenate([*pool, pts[on]]) if pool or np.any(on) else np.zeros((0, len(model.params)))
+        if not len(cand):
+            continue
+        with np.errstate(all="ignore"):
+            keep = np.asarray(s.member(cand), bool) & (np.linalg.norm(nm.gradient(cand), axis=-1) <= SLICE_GRAD_TOL)
+        if not np.any(keep):
+            continue
+        inside = bool(len(pts)) and bool(np.all(on))
+        where = ", ".join(f"{k} = {v:.17g}" for k, v in sliced.items())
+        sets.append(CriticalSet(
+            kind=s.kind, dimension=s.dimension if inside else max(s.dimension - len(sliced), 0), loss=s.loss,
+            equation=s.equation, text=f"{s.text}; in the slice {where}", source=s.source,
+            points=np.unique(cand[keep][:, [idx[n] for n in free]], axis=0), description=s.description,
+        ))
+    return CriticalResult(
+        model=restricted, params=tuple(free), chain=chain, box=dict(box), degenerate=full.degenerate, complete=False,
+        sets=tuple(sets), method="full sets in the slice", agreement=None, timings={},
+        message="the full model's critical sets intersected with the slice (members of its symbolic sets with "
+        f"|grad L| <= {SLICE_GRAD_TOL:g}); completeness not vouched for",
+    )
 
 
 def basin_map(grid, *, crit=None, ax=None, separatrix=True):
     """The labels of a 2-D BasinGrid as an image (paper Fig. 1 b/d), with separatrix and critical sets.
 
     The image is drawn from ``grid.label`` (1 global -> green, 0 non-global -> red,
-    -1 undetermined -> grey), first parameter along x.
+    -1 undetermined -> grey), first parameter along x. On a slice (a grid with fixed parameters)
+    the overlay shows the full model's critical sets where they meet the slice (``crit``, when
+    given, must be the full model's), or nothing when they cannot be vouched for
+    (:func:`_slice_sets`); the separatrix is drawn for full 2-parameter grids only.
     """
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
@@ -616,15 +694,17 @@ def basin_map(grid, *, crit=None, ax=None, separatrix=True):
                    interpolation="nearest", zorder=0)
     im.set_gid("basins")
     box = {xn: (float(x[0]), float(x[-1])), yn: (float(y[0]), float(y[-1]))}
-    model = None
-    if crit is None or separatrix:
-        model = grid.model
-        if model is not None and sliced:
-            model = _sliced_model(model, sliced)
-    if crit is None and model is not None:
-        crit = critical_sets(model, grid.chain, box)
-    if separatrix and model is not None:
-        nm = NumericModel(model, grid.chain)
+    if sliced:
+        # only the full model's critical sets, where they meet the slice (the restriction's own
+        # critical points include points where a fixed coordinate's derivative does not vanish)
+        if crit is not None and (crit.model != grid.model or crit.chain != grid.chain):
+            raise FlowlabInputError(f"a slice overlays the critical sets of the full model {list(grid.params)} on the "
+                                    f"grid's chain; got sets of {crit.model.name!r} over {list(crit.params)}")
+        crit = _slice_sets(grid.model, grid.chain, sliced, box, crit)
+    elif crit is None:
+        crit = critical_sets(grid.model, grid.chain, box)
+    if separatrix and not sliced:
+        nm = NumericModel(grid.model, grid.chain)
         if "E" in nm.invariant_names:
             _draw_separatrix(ax, nm, box, crit, max(240, len(x), len(y)))
     present = [v for v in (1, 0, -1) if v != -1 or np.any(label == -1)]

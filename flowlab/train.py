@@ -11,10 +11,13 @@ Every sequence starts from the stationary law, so the mini-batch loss is an unbi
 the exact expected loss L(theta) that :class:`flowlab.numeric.NumericModel` evaluates; the loss
 this module *reports* is always that exact L at the logged parameters, never a noisy batch value.
 
-The verdict of a run (``sgd_ended``) is ``global`` when the final exact loss is closer to the
-bigram loss H than to the unigram loss h(pi1), ``local`` otherwise. It is compared with the basin
-the gradient flow of ``ewb`` predicts from the same initial point (``predicted``, from
-:func:`flowlab.flow.gradient_flow`), giving ``agrees``.
+The verdict of a run (``sgd_ended``, :func:`ended_basin`) is ``global`` when the final loss is
+within a tolerance tau = :data:`ENDED_TOLERANCE` (h(pi1) - H) of the bigram loss H, ``local`` when
+it is within tau of the unigram loss h(pi1), and ``undetermined`` otherwise (a run still between
+the two levels, above the unigram loss, or whose loss is too uncertain to tell); for ``ewb`` the
+loss is the exact expected loss, so its only uncertainty is float64 rounding. It is compared with
+the basin the gradient flow of ``ewb`` predicts from the same initial point (``predicted``, from
+:func:`flowlab.flow.gradient_flow`), giving ``agrees`` (None when either side is undetermined).
 
 :func:`guide` turns the basin analysis of ``ew`` into a concrete initialisation (the
 ``guideline`` init), with the reasoning. The single-layer PyTorch transformer lives in
@@ -31,28 +34,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._checks import FlowlabInputError, finite_array, integer, real_number
+from ._defaults import CANONICAL_DEFAULTS, CANONICAL_INITS, GUIDE_DEFAULTS, TRAINING_LIMITS
 from .markov import MarkovChain
 
 #: The model SGD trains (bias free).
 MODEL = "ewb"
 PARAMS = ("e", "w", "b")
 #: Initialisations of the canonical model: ``standard`` draws e, w ~ N(0, STANDARD_SIGMA^2), b = 0.
-INITS = ("standard", "guideline")
+INITS = CANONICAL_INITS
 STANDARD_SIGMA = 0.01
 
-#: Defaults of :func:`sgd_canonical` (they reproduce the paper's Figure 4 at p = 0.5, q = 0.8).
-DEFAULTS = {
-    "steps": 3000,
-    "batch": 32,
-    "seq_len": 64,
-    "lr": 0.1,
-    "momentum": 0.0,
-    "log_every": 20,
-}
-#: Defaults of :func:`guide`: a basin grid of ``ew`` on [-EXTENT, EXTENT]^2 with step 0.1.
-GUIDE_DEFAULTS = {"grid": 61, "extent": 3.0, "margin": 0.5, "e_min": 0.5}
+#: Defaults of :func:`sgd_canonical` and of :func:`guide` (shared with the CLI through flowlab._defaults).
+DEFAULTS = CANONICAL_DEFAULTS
 #: The separatrix level of ``ew`` in closed form (MODELS.md section 3), quoted next to the computed one.
 SEPARATRIX_CLOSED_FORM = -(1.0 + math.log(2.0)) / 2.0
+#: A run ended at a level (H or h(pi1)) when its final loss is within this fraction of the gap h(pi1) - H of it.
+ENDED_TOLERANCE = 0.1
+#: Standard errors of a held-out loss estimate taken as its uncertainty in :func:`ended_basin`.
+ENDED_Z = 3.0
+#: Relative float64 rounding of a computed loss (the least uncertainty :func:`ended_basin` assumes).
+ROUNDING = 1e-13
 #: Steps whose sequences are sampled in one call (one seed drawn per chunk: part of what a seed means).
 _SAMPLE_CHUNK_STEPS = 64
 #: guide() answers by (p, q, grid, extent, margin, e_min): the basin grid is computed once per process.
@@ -108,8 +109,8 @@ class TrainResult:
         return ended_basin(self.chain, self.final_loss)
 
     @property
-    def agrees(self) -> bool:
-        return self.predicted == self.sgd_ended
+    def agrees(self) -> bool | None:
+        return agreement(self.predicted, self.sgd_ended)
 
     def as_dict(self, trajectory: bool = True) -> dict:
         out = {
@@ -149,15 +150,47 @@ def gap_closed(chain: MarkovChain, loss: float) -> float | None:
     return (chain.unigram_loss - loss) / (chain.unigram_loss - chain.entropy_rate)
 
 
-def ended_basin(chain: MarkovChain, final_loss: float) -> str:
-    """'global' when ``final_loss`` is closer to H than to h(pi1), else 'local'.
+def ended_basin(chain: MarkovChain, final_loss: float, uncertainty: float = 0.0, *,
+                tolerance: float = ENDED_TOLERANCE) -> str:
+    """Where a run with this final loss ended: 'global', 'local' or 'undetermined'.
 
-    For p + q = 1 the two losses coincide and every end is 'global'.
+    With the gap G = h(pi1) - H and tau = ``tolerance`` * G, the final loss L is known up to
+    ``uncertainty`` u (0 for the exact expected loss of ``ewb``; :data:`ENDED_Z` standard errors
+    for a held-out estimate), never less than float64 rounding (``ROUNDING`` * max(1, L)):
+
+    * 'global' when the whole interval [L - u, L + u] lies below H + tau;
+    * 'local' when it lies within tau of h(pi1);
+    * 'undetermined' otherwise: between the levels (e.g. 51% of the gap closed), above the
+      unigram loss, or too uncertain to tell.
+
+    ``tolerance`` must lie in (0, 1/2), so the two labels exclude each other. For ``ewb`` a
+    'global' end is also where the gradient flow continued from the final point goes: its loss is
+    below h(pi1), the only non-global critical value, and the loss never increases along the flow.
+    'local' says the run ended at the unigram level (not that it could never leave it). For
+    p + q = 1 the two losses coincide and every end is 'global' (vacuously).
     """
     final_loss = real_number(final_loss, "final_loss")
+    uncertainty = real_number(uncertainty, "uncertainty")
+    tolerance = real_number(tolerance, "tolerance")
+    if uncertainty < 0 or not 0 < tolerance < 0.5:
+        raise FlowlabInputError(f"need uncertainty >= 0 and 0 < tolerance < 1/2, got {uncertainty}, {tolerance}")
     if chain.degenerate:
         return "global"
-    return "global" if abs(final_loss - chain.entropy_rate) < abs(final_loss - chain.unigram_loss) else "local"
+    H, h = chain.entropy_rate, chain.unigram_loss
+    tau = tolerance * (h - H)
+    u = max(uncertainty, ROUNDING * max(1.0, abs(final_loss)))
+    if final_loss + u <= H + tau:
+        return "global"
+    if abs(final_loss - h) + u <= tau:
+        return "local"
+    return "undetermined"
+
+
+def agreement(predicted: str, ended: str) -> bool | None:
+    """True/False when both the prediction and the end are labels; None when either is undetermined."""
+    if "undetermined" in (predicted, ended):
+        return None
+    return predicted == ended
 
 
 # ---------------------------------------------------------------- mini-batch loss/gradient
@@ -224,6 +257,24 @@ def _seed(value) -> int:
     return integer(value, "seed", 0)
 
 
+#: Cost of :func:`sgd_canonical` per sampled token (measured: the default 3000 steps x 32 x 64 tokens in
+#: about 3 s on 2 shared cores) and bytes per token of one sampling chunk (float64 uniforms + int8 tokens).
+SGD_SECONDS_PER_TOKEN = 5e-7
+SGD_BYTES_PER_TOKEN = 9
+
+
+def refuse_costly(memory: float, seconds: float, sizes: dict, what: str) -> None:
+    """Refuse, before any work, a run estimated to need more than TRAINING_LIMITS (memory or time)."""
+    max_bytes, max_seconds = TRAINING_LIMITS["bytes"], TRAINING_LIMITS["seconds"]
+    shown = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    if memory > max_bytes:
+        raise FlowlabInputError(f"this run would need about {memory / 2**30:.3g} GiB of memory ({shown}); "
+                                f"the limit is {max_bytes / 2**30:g} GiB: lower {what}")
+    if seconds > max_seconds:
+        raise FlowlabInputError(f"this run would take about {seconds:.3g} s ({shown}); the limit is "
+                                f"{max_seconds:g} s: lower {what}")
+
+
 def _settings(steps, batch, seq_len, lr, momentum, seed, log_every) -> dict:
     out = {
         "steps": integer(steps, "steps"),
@@ -238,6 +289,10 @@ def _settings(steps, batch, seq_len, lr, momentum, seed, log_every) -> dict:
         raise FlowlabInputError(f"lr must be positive, got {lr}")
     if not 0.0 <= out["momentum"] < 1.0:
         raise FlowlabInputError(f"momentum must lie in [0, 1), got {momentum}")
+    sizes = {k: out[k] for k in ("steps", "batch", "seq_len")}
+    tokens = sizes["batch"] * sizes["seq_len"]
+    refuse_costly(SGD_BYTES_PER_TOKEN * tokens * min(sizes["steps"], _SAMPLE_CHUNK_STEPS),
+                  SGD_SECONDS_PER_TOKEN * tokens * sizes["steps"], sizes, "steps, batch or seq_len")
     return out
 
 
@@ -508,7 +563,7 @@ def guide_text(g: dict) -> str:
     c = g["chain"]
     pt = g["point"]
     lines = [
-        f"Guideline initialisation for p = {c['p']:g}, q = {c['q']:g} ({g['regime']})",
+        f"Guideline initialisation for p = {c['p']!r}, q = {c['q']!r} ({g['regime']})",
         f"  recommended region: {g['region']}",
         f"  initialisation:     e = {pt['e']:g}, w = {pt['w']:g}, b = {pt['b']:g}"
         f"   (flow of ewb: {g['predicted']}; in I*: {g['in_I_star']})",
@@ -564,18 +619,21 @@ def agreement_table(cases=None, *, seed: int = 0, **settings) -> list[dict]:
 
 def table_text(rows: list[dict]) -> str:
     """The agreement table as aligned text."""
-    head = f"{'p':>5} {'q':>5}  {'init':<22} {'predicted':<12} {'SGD ended':<10} {'final loss':>10} " \
+    head = f"{'p':>5} {'q':>5}  {'init':<22} {'predicted':<12} {'SGD ended':<12} {'final loss':>10} " \
            f"{'H':>8} {'h(pi1)':>8} {'gap closed':>10}  agrees"
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['p']:>5g} {r['q']:>5g}  {r['init']:<22} {r['predicted']:<12} {r['sgd_ended']:<10} "
+            f"{r['p']:>5g} {r['q']:>5g}  {r['init']:<22} {r['predicted']:<12} {r['sgd_ended']:<12} "
             f"{r['final_loss']:>10.5f} {r['bigram_loss']:>8.5f} {r['unigram_loss']:>8.5f} "
             f"{'n/a' if r['gap_closed'] is None else format(r['gap_closed'], '.3f'):>10}  {r['agrees']}"
         )
-    n = sum(r["agrees"] for r in rows)
-    lines.append(f"{n}/{len(rows)} runs end where the flow analysis predicts "
-                 "(gap closed: 0 = unigram loss, 1 = bigram loss)")
+    n = sum(r["agrees"] is True for r in rows)
+    open_ = sum(r["agrees"] is None for r in rows)
+    lines.append(f"{n}/{len(rows)} runs end where the flow analysis predicts"
+                 + (f" ({open_} undetermined)" if open_ else "")
+                 + f" (gap closed: 0 = unigram loss, 1 = bigram loss; a run ended at a level when within "
+                 f"{ENDED_TOLERANCE:g} of the gap of it)")
     return "\n".join(lines) + "\n"
 
 
@@ -650,14 +708,16 @@ def figure4(
     for init, runs in out["canonical"].items():
         summary["canonical"][init] = {
             **summarize(runs), "settings": runs[0].settings, "initial": [r.initial for r in runs],
-            "predicted": [r.predicted for r in runs], "agrees": [r.agrees for r in runs],
+            "predicted": [r.predicted for r in runs], "ended": [r.sgd_ended for r in runs],
+            "agrees": [r.agrees for r in runs],
             "curves": {"steps": runs[0].steps.tolist(), "loss": [r.loss.tolist() for r in runs]},
         }
 
     def transformer_summary(runs):
         return {
             **summarize(runs), "settings": runs[0]["settings"],
-            "predicted": [r["predicted"] for r in runs], "agrees": [r["agrees"] for r in runs],
+            "predicted": [r["predicted"] for r in runs], "ended": [r["ended"] for r in runs],
+            "agrees": [r["agrees"] for r in runs],
             "rank_one_fraction_final": {m: [r["rank_one_fraction"][m][-1] for r in runs] for m in ("W_V", "W_1")},
             "curves": {"steps": runs[0]["steps"], "loss": [r["losses"] for r in runs],
                        "rank_one_fraction": [r["rank_one_fraction"] for r in runs]},

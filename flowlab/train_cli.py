@@ -9,31 +9,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+# The defaults of flowlab.train and flowlab.transformer themselves (flowlab._defaults imports nothing,
+# so --help stays free of NumPy / torch).
+from ._defaults import (  # noqa: F401  (re-exported names of the train command)
+    CANONICAL_DEFAULTS,
+    CANONICAL_INITS,
+    GUIDE_DEFAULTS,
+    OPTIMIZERS,
+    TRAINING_LIMITS,
+    TRANSFORMER_DEFAULTS,
+    TRANSFORMER_INITS,
+)
+
 TRAIN_MODELS = ("ewb", "transformer")
-CANONICAL_INITS = ("standard", "guideline")
-TRANSFORMER_INITS = ("standard", "guideline", "rank-one")
-OPTIMIZERS = ("sgd", "adam")
-#: Mirrors of flowlab.train.DEFAULTS and flowlab.transformer.DEFAULTS (kept equal by a test;
-#: importing those modules here would import NumPy / torch on --help).
-CANONICAL_DEFAULTS = {"steps": 3000, "batch": 32, "seq_len": 64, "lr": 0.1, "momentum": 0.0, "log_every": 20}
-TRANSFORMER_DEFAULTS = {"d": 8, "seq_len": 32, "steps": 1500, "batch": 32, "lr": 0.5, "momentum": 0.0,
-                        "optimizer": "sgd", "log_every": 25, "eval_sequences": 2**15, "val_sequences": 4096,
-                        "noise": 0.02, "layer_norm": False, "threads": 2}
-GUIDE_DEFAULTS = {"grid": 61, "extent": 3.0, "margin": 0.5, "e_min": 0.5}
 #: The paper's Figure 4 chain, the default of both commands.
 DEFAULT_P, DEFAULT_Q = 0.5, 0.8
 TORCH_HINT = 'pip install -e ".[torch]"'
 
 
-def _helpers():
-    from .cli import _float, _positive_int
-
-    return _float, _positive_int
-
-
 def add_parsers(sub, formatter_class) -> None:
     """Register ``train`` and ``guide`` on the subparsers ``sub`` of the flowlab parser."""
-    _float, _positive_int = _helpers()
+    from .cli import _float, _positive_int, _seed
+
     # defaults shown (as the given class does) and the examples of the epilog kept on their own lines
     formatter_class = type("TrainHelpFormatter", (formatter_class, argparse.RawDescriptionHelpFormatter), {})
 
@@ -69,16 +66,20 @@ def add_parsers(sub, formatter_class) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length N" + both("seq_len"))
     p.add_argument("--lr", type=_float, default=None, help="learning rate" + both("lr"))
     p.add_argument("--momentum", type=_float, default=None, help="momentum in [0, 1)" + both("momentum"))
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the sampled data (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the initialisation and of the sampled data, 0 to 2**32 - 1 (default: 0)")
     p.add_argument("--log-every", type=_positive_int, default=None, help="log every this many steps" + both("log_every"))
     g = p.add_argument_group("transformer only")
-    g.add_argument("--d", type=_positive_int, default=TRANSFORMER_DEFAULTS["d"], help="model width (FFN width 4d)")
+    g.add_argument("--d", type=_positive_int, default=TRANSFORMER_DEFAULTS["d"],
+                   help="model width (FFN width 4d); runs (of either model) estimated to need more than "
+                   f"{TRAINING_LIMITS['bytes'] / 2**30:g} GiB or {TRAINING_LIMITS['seconds']:g} s are refused "
+                   "before any work, with the estimate")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=TRANSFORMER_DEFAULTS["optimizer"], help="optimiser")
     g.add_argument("--noise", type=_float, default=None,
                    help="std of the Gaussian added to the rank-one weights (default: 0.02 for guideline, 0 for rank-one)")
     g.add_argument("--layer-norm", action="store_true", help="pre-LN before attention and FFN, and a final LN")
     g.add_argument("--eval-sequences", type=_positive_int, default=TRANSFORMER_DEFAULTS["eval_sequences"],
-                   help="held-out sequences for the final loss")
+                   help="held-out sequences for the final loss (counted in the time estimate, see --d)")
     g.add_argument("--threads", type=_positive_int, default=TRANSFORMER_DEFAULTS["threads"],
                    help="torch intra-op threads (use 1 when the cores are busy with other work)")
     p.add_argument("--table", action="store_true",
@@ -127,56 +128,69 @@ def _sgd_settings(args, defaults) -> dict:
 
 
 def _canonical_text(r) -> str:
+    from .cli import num
+
     s = r.settings
     lines = [
-        f"SGD on model ewb, p = {r.chain.p:g}, q = {r.chain.q:g} ({r.chain.regime}), init {r.init}, seed {s['seed']}",
+        f"SGD on model ewb, {r.chain} ({r.chain.regime}), init {r.init}, seed {s['seed']}",
         "  initial   " + ", ".join(f"{k} = {v:.6g}" for k, v in r.initial.items()),
         "  final     " + ", ".join(f"{k} = {v:.6g}" for k, v in r.final.items()),
-        f"  settings  steps {s['steps']}, batch {s['batch']}, seq_len {s['seq_len']}, lr {s['lr']:g}, "
-        f"momentum {s['momentum']:g}",
+        f"  settings  steps {s['steps']}, batch {s['batch']}, seq_len {s['seq_len']}, lr {num(s['lr'])}, "
+        f"momentum {num(s['momentum'])}",
         f"  final loss (exact expected) {r.final_loss:.6f}   bigram H = {r.bigram_loss:.6f}   "
         f"unigram h(pi1) = {r.unigram_loss:.6f}",
-        f"  SGD ended: {r.sgd_ended}   flow predicts: {r.predicted}   agrees: {r.agrees}   ({r.seconds:.2f} s)",
+        f"  SGD ended: {r.sgd_ended}   flow predicts: {r.predicted}   agrees: {_agrees(r.agrees)}   ({r.seconds:.2f} s)",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _transformer_text(r: dict) -> str:
+    from .cli import num
+
     s, c = r["settings"], r["chain"]
     lines = [
-        f"single-layer transformer, p = {c['p']:g}, q = {c['q']:g} ({c['regime']}), init {r['init']}, seed {s['seed']}",
+        f"single-layer transformer, p={num(c['p'])}, q={num(c['q'])} ({c['regime']}), init {r['init']}, seed {s['seed']}",
         f"  settings  d {s['d']}, seq_len {s['seq_len']}, steps {s['steps']}, batch {s['batch']}, {s['optimizer']} "
-        f"lr {s['lr']:g}, momentum {s['momentum']:g}, layer_norm {s['layer_norm']}, {r['parameters']} parameters",
+        f"lr {num(s['lr'])}, momentum {num(s['momentum'])}, layer_norm {s['layer_norm']}, {r['parameters']} parameters",
         f"  final loss (held-out, {s['eval_sequences']} sequences) {r['final_loss']:.6f} +- {r['final_loss_se']:.6f}   "
         f"bigram H = {r['bigram_loss']:.6f}   unigram h(pi1) = {r['unigram_loss']:.6f}",
+        "  initial weights projected on (e, w, a, b): "
+        + ("n/a (layer norm)" if r["initial_point"] is None else
+           ", ".join(f"{k} = {_fmt(v, '.4g')}" for k, v in r["initial_point"].items())),
         f"  rank-one fraction at the end: W_V {_fmt(r['rank_one_fraction']['W_V'][-1])}, "
         f"W_1 {_fmt(r['rank_one_fraction']['W_1'][-1])}",
-        f"  training ended: {r['ended']}   canonical analysis predicts: {r['predicted']}   agrees: {r['agrees']}   "
+        f"  training ended: {r['ended']}   canonical analysis predicts: {r['predicted']}   agrees: {_agrees(r['agrees'])}   "
         f"({r['seconds']:.1f} s)",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _agrees(v) -> str:
+    """True / False, or 'n/a' when the prediction or the end is undetermined (exit code 1: not confirmed)."""
+    return "n/a (undetermined)" if v is None else str(v)
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def cmd_train(args) -> int:
-    from .cli import parse_point
+    from .cli import _check_out_file, parse_point
     from .errors import FlowlabInputError
     from .markov import MarkovChain
 
+    _check_out_file(args)
     chain = MarkovChain(args.p, args.q)
-    point = parse_point(args.at) if args.at else None
+    point = parse_point(args.at) if args.at is not None else None
     if args.table:
         from .train import agreement_table, table_text
 
-        if args.model != "ewb" or args.init or args.at:
+        if args.model != "ewb" or args.init or point is not None:
             raise FlowlabInputError("--table trains model ewb over its own (p, q) and initialisations: "
                                     "drop --model transformer, --init and --at")
         rows = agreement_table(seed=args.seed, **_sgd_settings(args, CANONICAL_DEFAULTS))
-        _emit({"rows": rows, "agree": sum(r["agrees"] for r in rows), "total": len(rows)}, table_text(rows), args)
-        return 0 if all(r["agrees"] for r in rows) else 1
+        _emit({"rows": rows, "agree": sum(r["agrees"] is True for r in rows), "total": len(rows)}, table_text(rows), args)
+        return 0 if all(r["agrees"] is True for r in rows) else 1
 
     if args.model == "ewb":
         from .models import get_model
@@ -221,9 +235,12 @@ def cmd_train(args) -> int:
         raise FlowlabInputError("--at goes with --init rank-one for the transformer")
     if args.noise is not None and args.noise < 0:
         raise FlowlabInputError(f"--noise must be >= 0, got {args.noise}")
-    from .transformer import train_transformer
+    from .transformer import check_training_cost, train_transformer
 
     settings = _sgd_settings(args, TRANSFORMER_DEFAULTS)
+    check_training_cost(d=args.d, seq_len=settings["seq_len"], steps=settings["steps"], batch=settings["batch"],
+                        eval_sequences=args.eval_sequences, val_sequences=TRANSFORMER_DEFAULTS["val_sequences"],
+                        log_every=settings["log_every"])  # before the progress bar: a refusal is one line
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
@@ -243,9 +260,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_guide(args) -> int:
+    from .cli import _check_out_file
     from .markov import MarkovChain
     from .train import guide, guide_text
 
+    _check_out_file(args)
     chain = MarkovChain(args.p, args.q)
     result = guide(chain, grid=args.grid, extent=args.extent, margin=args.margin, e_min=args.e_min)
     _emit(result, guide_text(result), args)

@@ -28,6 +28,13 @@ Initialisations:
 * ``guideline`` (:func:`init_guideline`): the rank-one weights of the point that
   :func:`flowlab.train.guide` recommends (a = 0), plus the standard N(0, 0.02^2) noise on every
   weight matrix unless ``noise=0`` (so that no weight sits exactly at a symmetric zero).
+
+Prediction (like with like): the network's own initial weights are projected on the canonical
+parameters by :func:`canonical_point`, the left inverse of the rank-one construction (it returns
+(|e|, w, a, b) exactly for the weights of :func:`init_rank_one` without noise), and the basin is
+the one the gradient flow of ``ewab`` (MODELS.md section 4, bias free) reaches from that point. The
+verdict ``ended`` is :func:`flowlab.train.ended_basin` of the held-out loss with an uncertainty of
+:data:`flowlab.train.ENDED_Z` standard errors (over held-out sequences, the independent units).
 """
 
 from __future__ import annotations
@@ -40,28 +47,13 @@ import torch
 from torch import nn
 
 from ._checks import FlowlabInputError, integer, real_number
+from ._defaults import OPTIMIZERS, STANDARD_STD, TRANSFORMER_DEFAULTS, TRANSFORMER_INITS
 from .markov import MarkovChain
 
-INITS = ("standard", "guideline", "rank-one")
-OPTIMIZERS = ("sgd", "adam")
-#: The standard initialisation: weights N(0, STD^2), biases 0.
-STANDARD_STD = 0.02
-#: Defaults of :func:`train_transformer` (the paper's Figure 4 at p = 0.5, q = 0.8, in seconds per run).
-DEFAULTS = {
-    "d": 8,
-    "seq_len": 32,
-    "steps": 1500,
-    "batch": 32,
-    "lr": 0.5,
-    "momentum": 0.0,
-    "optimizer": "sgd",
-    "log_every": 25,
-    "eval_sequences": 2**15,
-    "val_sequences": 4096,
-    "noise": STANDARD_STD,
-    "layer_norm": False,
-    "threads": 2,
-}
+INITS = TRANSFORMER_INITS
+#: Defaults of :func:`train_transformer` (the paper's Figure 4 at p = 0.5, q = 0.8, in seconds per run), shared
+#: with the CLI through flowlab._defaults; STANDARD_STD: the standard initialisation's weight std.
+DEFAULTS = TRANSFORMER_DEFAULTS
 #: Shorter runs for a quick look (tests, ``--fast``); one thread, as short runs gain nothing from more and a
 #: busy machine loses a lot (the numbers do not depend on the thread count).
 FAST_SETTINGS = {"steps": 400, "eval_sequences": 2**12, "val_sequences": 1024, "log_every": 20, "threads": 1}
@@ -207,27 +199,66 @@ def _bce(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def heldout_loss(model, chain: MarkovChain, n_sequences: int, seed: int, *, batch: int = 4096) -> tuple[float, float]:
-    """(mean BCE, standard error) of ``model`` on ``n_sequences`` fresh sequences (positions 1..N-1)."""
-    total, total_sq, count = 0.0, 0.0, 0
+    """(mean BCE, standard error) of ``model`` on ``n_sequences`` fresh sequences (positions 1..N-1).
+
+    The standard error is taken over sequences (independent draws; positions within one sequence
+    are correlated), from the per-sequence mean losses; it is NaN-free for one sequence (then inf).
+    """
+    total, total_sq = 0.0, 0.0
     rng = np.random.default_rng(seed)
     with torch.no_grad():
         for start in range(0, n_sequences, batch):
             n = min(batch, n_sequences - start)
             x = torch.from_numpy(chain.sample(n, model.seq_len, int(rng.integers(2**63 - 1))).astype(np.int64))
-            losses = _bce(model, x).double()
-            total += float(losses.sum())
-            total_sq += float((losses * losses).sum())
-            count += losses.numel()
-    mean = total / count
-    var = max(total_sq / count - mean * mean, 0.0)
-    return mean, math.sqrt(var / count)
+            per_seq = _bce(model, x).double().mean(dim=1)
+            total += float(per_seq.sum())
+            total_sq += float((per_seq * per_seq).sum())
+    mean = total / n_sequences
+    if n_sequences < 2:
+        return mean, math.inf
+    var = max((total_sq - n_sequences * mean * mean) / (n_sequences - 1), 0.0)
+    return mean, math.sqrt(var / n_sequences)
+
+
+def canonical_point(model: SingleLayerTransformer) -> dict | None:
+    """The canonical parameters (e, w, a, b) read off a network's weights (None with layer norm).
+
+    The left inverse of :func:`init_rank_one`: with d = E[1] - E[0] (the output direction, as the
+    head is tied to the embeddings),
+
+    * e = |d| and alpha = d / e;
+    * a = alpha^T W_O W_V alpha (the gain of the attention path along alpha);
+    * w = sign(g) sqrt(|g| / 4) with g = alpha^T W_2 ReLU(W_1 alpha), the FFN's response along alpha
+      to a unit input along alpha (4 w|w| in the rank-one network);
+    * b = bias + e alpha^T (E[0] + mean_n P_n) + e^2 / 2: the output bias plus the logit offset of the
+      embeddings along alpha relative to the canonical -e^2/2 (zero in the rank-one network).
+
+    What the canonical model fixes and the projection does not read: W_Q, W_K (zero: uniform
+    attention), the spread of P_n around its mean, the components off alpha, and the biases c_1,
+    c_2 (zero at every initialisation built here). At e = 0 (the unigram set) alpha, w and a are
+    undefined: they are None.
+    """
+    if model.layer_norm:
+        return None
+    with torch.no_grad():
+        diff = (model.tok[1] - model.tok[0]).double()
+        e = float(torch.linalg.norm(diff))
+        bias = float(model.bias.double())
+        if e == 0.0:
+            return {"e": 0.0, "w": None, "a": None, "b": bias}
+        alpha = diff / e
+        a = float(alpha @ model.W_O.double() @ model.W_V.double() @ alpha)
+        g = float(alpha @ model.W_2.double() @ torch.relu(model.W_1.double() @ alpha))
+        offset = float(alpha @ (model.tok[0].double() + model.pos[: model.seq_len - 1].double().mean(dim=0)))
+    w = math.copysign(math.sqrt(abs(g) / 4.0), g)
+    return {"e": e, "w": w, "a": a, "b": bias + e * offset + e * e / 2.0}
 
 
 
 
 def build_model(chain: MarkovChain, init: str, seed: int, *, d: int, seq_len: int, layer_norm: bool = False,
                 noise: float = STANDARD_STD, point: dict | None = None, dtype=torch.float32):
-    """(model, initial point description) for an initialisation name."""
+    """(model, the canonical point its weights were built from, None for 'standard') for an initialisation."""
     kwargs = {"d": d, "seq_len": seq_len, "layer_norm": layer_norm, "dtype": dtype}
     if init == "standard":
         return init_standard(seed, **kwargs), None
@@ -244,20 +275,65 @@ def build_model(chain: MarkovChain, init: str, seed: int, *, d: int, seq_len: in
     raise FlowlabInputError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
 
 
-def _prediction(chain: MarkovChain, init: str, point: dict | None, seed: int) -> tuple[str, str]:
-    """(basin, basis): what the canonical analysis predicts for this initialisation."""
-    from .train import predict
+#: The canonical model the prediction integrates: (e, w, a, b), bias free (MODELS.md section 4).
+PREDICTION_MODEL = "ewab"
 
-    if init == "standard":
-        rng = np.random.default_rng(seed)
-        e, w = rng.normal(0.0, STANDARD_STD, size=2)
-        basin, msg = predict(chain, [e, w, 0.0])
-        return basin, (f"flow of ewb from a canonical point of the same scale, (e, w, b) = ({e:.4g}, {w:.4g}, 0) with "
-                       f"e, w ~ N(0, {STANDARD_STD:g}^2): {msg}")
-    if point["a"] != 0:
-        return "undetermined", "a != 0: the flow of model ewa is not among the presets; no prediction"
-    basin, msg = predict(chain, [point["e"], point["w"], point["b"]])
-    return basin, f"flow of ewb from the rank-one point (e, w, b) = ({point['e']:g}, {point['w']:g}, {point['b']:g}): {msg}"
+
+def _prediction(chain: MarkovChain, projected: dict | None) -> tuple[str, str]:
+    """(basin, basis): where the gradient flow of ``ewab`` goes from the network's projected initial weights."""
+    from .flow import gradient_flow
+    from .models import get_model
+
+    if projected is None:
+        return "undetermined", "layer norm: the network has no canonical counterpart (e, w, a, b); no prediction"
+    if projected["w"] is None:
+        return "undetermined", "e = 0: the weights project on the unigram set, where w and a are undefined"
+    model = get_model(PREDICTION_MODEL)
+    start = [projected[k] for k in model.params]
+    res = gradient_flow(model, chain, start, allow_degenerate=True)
+    where = ", ".join(f"{k} = {v:.4g}" for k, v in projected.items())
+    return res.reached, (f"flow of {PREDICTION_MODEL} from the network's initial weights projected on the canonical "
+                         f"parameters ({where}): {res.message}")
+
+
+#: Cost model of :func:`estimate_training` (measured on 2 shared CPU cores with torch, float32): about
+#: 4e9 multiply-adds per second in the d x d products (d = 256: 0.2 ms per token of evaluation), plus
+#: about 2 microseconds per token of sampling and framework overhead (d = 8).
+FLOP_RATE = 4e9
+TOKEN_OVERHEAD = 2e-6
+#: Sequences per evaluation chunk of :func:`heldout_loss`.
+EVAL_CHUNK = 4096
+
+
+def weight_count(d: int, seq_len: int) -> int:
+    """Trainable numbers of :class:`SingleLayerTransformer` without layer norm: embeddings 2d + N d,
+    W_Q, W_K, W_V, W_O 4 d^2, the FFN 8 d^2 + 4d + d, and the output bias."""
+    return 12 * d * d + seq_len * d + 7 * d + 1
+
+
+def estimate_training(*, d, seq_len, steps, batch, eval_sequences, val_sequences, log_every) -> tuple[float, float]:
+    """(bytes, seconds): a rough up-front estimate of :func:`train_transformer`'s peak memory and run time.
+
+    Memory: the 12 d^2 + N d weights with their gradients and two optimiser states (float32), plus the
+    activations of the largest batch (training with backward, a validation sample or an evaluation
+    chunk): about 16 d + 2 N floats per token. Time: tokens processed (3 per training token for the
+    backward pass; the validation sample at every logged step; the held-out evaluation) times
+    TOKEN_OVERHEAD + (12 d^2 + 2 N d) / FLOP_RATE, plus the SVDs of W_V and W_1 at every logged step.
+    """
+    weights = weight_count(d, seq_len)
+    largest = max(2 * batch, val_sequences, min(eval_sequences, EVAL_CHUNK))
+    memory = 4 * (4 * weights + largest * seq_len * (16 * d + 2 * seq_len))
+    logs = steps // log_every + 2
+    tokens = seq_len * (3 * steps * batch + logs * val_sequences + eval_sequences)
+    seconds = tokens * (TOKEN_OVERHEAD + (12 * d * d + 2 * seq_len * d) / FLOP_RATE) + logs * 50 * d**3 / FLOP_RATE
+    return float(memory), float(seconds)
+
+
+def check_training_cost(**sizes) -> None:
+    """Refuse a run whose estimated memory or time exceeds TRAINING_LIMITS, before any work."""
+    from .train import refuse_costly
+
+    refuse_costly(*estimate_training(**sizes), sizes, "d, steps, batch, seq_len or the sample sizes")
 
 
 def train_transformer(
@@ -288,7 +364,10 @@ def train_transformer(
     'rank-one'). Fresh sequences every step (seeded); the loss curve ``losses`` is measured on a
     fixed validation sample of ``val_sequences`` sequences at every logged step, the rank-one
     fractions of W_V and W_1 at the same steps, and ``final_loss`` on ``eval_sequences`` fresh
-    held-out sequences (with its standard error).
+    held-out sequences (with its standard error over sequences). ``initial_point`` is
+    :func:`canonical_point` of the initial weights and ``predicted`` the basin the flow of ``ewab``
+    reaches from it; ``ended`` is :func:`flowlab.train.ended_basin` of the held-out loss with an
+    uncertainty of ENDED_Z standard errors; ``agrees`` is None when either is undetermined.
     """
     if not isinstance(chain, MarkovChain):
         raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
@@ -299,6 +378,8 @@ def train_transformer(
     eval_sequences, val_sequences = integer(eval_sequences, "eval_sequences"), integer(val_sequences, "val_sequences")
     threads = integer(threads, "threads")
     seed = integer(seed, "seed", 0)
+    check_training_cost(d=d, seq_len=seq_len, steps=steps, batch=batch, eval_sequences=eval_sequences,
+                val_sequences=val_sequences, log_every=log_every)
     lr, momentum = real_number(lr, "lr"), real_number(momentum, "momentum")
     if lr <= 0 or not 0 <= momentum < 1:
         raise FlowlabInputError(f"need lr > 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
@@ -315,8 +396,9 @@ def train_transformer(
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
-        model, initial_point = build_model(chain, init, seed, d=d, seq_len=seq_len, layer_norm=layer_norm,
-                                           noise=noise, point=point)
+        model, built_from = build_model(chain, init, seed, d=d, seq_len=seq_len, layer_norm=layer_norm,
+                                        noise=noise, point=point)
+        projected = canonical_point(model)
         if optimizer == "sgd":
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
         else:
@@ -367,15 +449,16 @@ def train_transformer(
         torch.set_num_threads(old_threads)
     seconds = time.perf_counter() - t0
     H, h = chain.entropy_rate, chain.unigram_loss
-    from .train import ended_basin, gap_closed
+    from .train import ENDED_Z, agreement, ended_basin, gap_closed
 
-    ended = ended_basin(chain, final_loss)
-    predicted, basis = _prediction(chain, init, initial_point, seed)
+    ended = ended_basin(chain, final_loss, ENDED_Z * final_se)
+    predicted, basis = _prediction(chain, projected)
     return {
         "model": "transformer",
         "chain": chain.as_dict(),
         "init": init,
-        "initial_point": initial_point,
+        "initial_point": projected,
+        "rank_one_point": built_from,
         "final_loss": final_loss,
         "final_loss_se": final_se,
         "unigram_loss": h,
@@ -386,7 +469,7 @@ def train_transformer(
         "ended": ended,
         "predicted": predicted,
         "prediction_basis": basis,
-        "agrees": predicted == ended,
+        "agrees": agreement(predicted, ended),
         "steps": log["steps"],
         "losses": log["losses"],
         "train_losses": log["train_losses"],

@@ -1,11 +1,12 @@
 """Basins against the analytic basins of MODELS.md section 3 (computed here, independently)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
-from conftest import CHAINS_ABOVE, CHAINS_BELOW, SEPARATRIX, ref_basin, ref_energy
+from conftest import CHAINS_ABOVE, CHAINS_BELOW, SEPARATRIX, ref_basin, ref_energy, ref_unigram_loss
 from flowlab import MarkovChain, get_model
 from flowlab.basins import FlowSettings, basin_grid, gaussian_basin, wilson_interval
 from flowlab.cli import main
@@ -32,6 +33,8 @@ def test_flow_labels_match_the_analytic_basins(p, q):
     ref, far = analytic_labels(p, q, g.axes["e"], g.axes["w"])
     agree = np.mean(g.label[far] == ref[far])
     assert agree >= 0.999, agree
+    decided = g.label != -1  # no decided label is wrong anywhere, the separatrix included
+    assert np.array_equal(g.label[decided], ref[decided]), np.argwhere(decided & (g.label != ref))
     assert np.mean(g.label == -1) <= 0.005
     # both basins are really there
     assert 0.05 < np.mean(g.label == 1) < 0.95
@@ -81,6 +84,7 @@ def test_grid_files_layout(tmp_path, capsys):
     assert label.shape == (24, 24) and label.dtype == np.int8
     ref, far = analytic_labels(0.9, 0.9, e, w)  # label[i, j] belongs to (e[i], w[j])
     assert np.array_equal(label[far], ref[far])
+    assert np.array_equal(label[label != -1], ref[label != -1])
     meta = json.loads((out / "basins.json").read_text())
     assert meta == {k: v for k, v in payload.items() if k != "files"}
     c = meta["counts"]
@@ -89,6 +93,11 @@ def test_grid_files_layout(tmp_path, capsys):
     assert set(meta["labels"]) >= {"1", "0", "-1"} and meta["labels"]["0"]["sets"]
     assert meta["params"] == ["e", "w"] and meta["timings"]["total_s"] > 0
     assert meta["cross_check"]["agreement_far"] >= 0.999
+    assert meta["cross_check"]["disagreements"] == 0 and meta["cross_check"]["points_decided_by_both"] > 500
+    # the words: label 1 is proved from a box-independent level, label 0 only checked at one point
+    assert meta["labels"]["1"]["rule"].startswith("proved") and "whole parameter space" in meta["labels"]["1"]["rule"]
+    assert "not proved" in meta["labels"]["0"]["rule"]
+    assert meta["labels"]["nonglobal_level"]["value"] == pytest.approx(ref_unigram_loss(0.9, 0.9), abs=1e-12)
 
 
 def test_oversized_grid_is_refused_up_front(tmp_path, capsys):
@@ -122,3 +131,65 @@ def test_wilson_interval_closed_forms():
     half = z * np.sqrt(0.25 / 100 + z * z / (4 * 100**2)) / (1 + z * z / 100)
     assert abs((lo + hi) / 2 - 0.5) < 1e-15 and abs(hi - lo - 2 * half) < 1e-12
     assert wilson_interval(7, 7)[1] == 1.0
+
+
+@pytest.mark.parametrize("p,q,box", [
+    (0.5, 0.8, {"e": (0.5, 3), "w": (-3, 3)}),  # the issue's case: every w > 0 start is stuck
+    (0.2, 0.3, {"e": (0.5, 3), "w": (-3, -0.8)}),  # p + q < 1: stuck below the separatrix
+])
+def test_boxes_without_the_unigram_line_label_the_same(p, q, box):
+    """The unigram line e = 0 (and the saddle) lie outside these boxes; trajectories leave them."""
+    g = basin_grid(get_model("ew"), MarkovChain(p, q), box, grid=24, cross_check=False)
+    ref, _ = analytic_labels(p, q, g.axes["e"], g.axes["w"])
+    decided = g.label != -1
+    assert np.array_equal(g.label[decided], ref[decided]), np.argwhere(decided & (g.label != ref))
+    assert np.mean(decided) >= 0.99 and 0.2 < np.mean(ref == 0) < 0.8
+    exact = basin_grid(get_model("ew"), MarkovChain(p, q), box, grid=24, method="invariant")
+    assert np.array_equal(exact.label, ref)
+
+
+def test_free_bias_box_without_b_star():
+    """ewb at p = 0.04, q = 0.99: b* = log(p/q) = -3.2 lies outside b in [-1, 1] (and the default range).
+    For w > 0, D = e^2 (1 + 2w|w|) > 0 while D* < 0, and w keeps its sign: no start reaches H."""
+    model, chain = get_model("ewb"), MarkovChain(0.04, 0.99)
+    assert chain.optimal_gap < 0 and math.log(0.04 / 0.99) < -3
+    g = basin_grid(model, chain, {"e": (0.5, 2), "w": (0.2, 2), "b": (-1, 1)}, grid=4)
+    assert not np.any(g.label == 1) and np.mean(g.label == 0) >= 0.8, g.counts()
+    r = gaussian_basin(model, chain, 0.02, 40, seed=0)  # MODELS.md: p + q > 1, small init -> unigram
+    assert r["prob_global"] == 0.0 and r["counts"]["nonglobal"] >= 30, r
+
+
+def test_without_a_box_independent_level_label_1_needs_the_global_level_reached():
+    """A Piecewise copy of ew: SymPy does not solve it, so no level; decided labels are still right."""
+    from flowlab.basins import nonglobal_level
+    from flowlab.critical import critical_sets
+    from flowlab.models import user_model
+
+    model = user_model("Piecewise((e**2*(1 + 2*w*Abs(w))*x - e**2/2, e < 100), (0, True))", "e,w")
+    chain = MarkovChain(0.2, 0.3)
+    assert nonglobal_level(model, chain)[0] is None
+    crit = critical_sets(model, chain, starts=64, samples=8)
+    g = basin_grid(model, chain, {"e": (-2, 2), "w": (-2, 1.5)}, grid=12, crit=crit, cross_check=False,
+                   settings=FlowSettings(t_max=300))
+    ref, _ = analytic_labels(0.2, 0.3, g.axes["e"], g.axes["w"])
+    decided = g.label != -1
+    assert np.array_equal(g.label[decided], ref[decided])
+    assert np.mean(g.label[ref == 1] == 1) > 0.4  # many global starts reach H by t = 300
+    # label 0 needs a positive definite Hessian without the structure: the unigram line has a null direction
+    assert not np.any(g.label == 0)
+    assert g.as_dict()["labels"]["1"]["rule"].startswith("reached")
+
+
+def test_nearly_degenerate_chain_is_refused_by_the_flow_method(capsys):
+    """p + q = 1 + 1e-12: h(pi1) - H ~ 5e-25, below what float64 resolves; the invariant method is exact."""
+    chain = MarkovChain(0.5, 0.5 + 1e-12)
+    with pytest.raises(FlowlabInputError, match="nearly degenerate"):
+        basin_grid(get_model("ew"), chain, grid=8)
+    with pytest.raises(FlowlabInputError, match="nearly degenerate"):
+        gaussian_basin(get_model("ewb"), chain, 0.02, 10)
+    assert main(["basins", "--p", "0.5", "--q", str(0.5 + 1e-12), "--grid", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "nearly degenerate" in err and "invariant" in err and len(err.strip().splitlines()) == 1
+    g = basin_grid(get_model("ew"), chain, grid=16, method="invariant")
+    ref, _ = analytic_labels(0.5, 0.5 + 1e-12, g.axes["e"], g.axes["w"])
+    assert np.array_equal(g.label, ref)

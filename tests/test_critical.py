@@ -254,3 +254,90 @@ def test_cli_regions_latex_and_errors(capsys):
     ):
         assert main(argv) == 2
         assert "error" in capsys.readouterr().err
+
+
+def test_slightly_asymmetric_chain_agrees():
+    """p = 0.5, q = 0.501 (gap 5e-7): numeric roots scatter ~1e-5 around the degenerate saddle, which is
+    still the saddle (the paths used to DISAGREE there)."""
+    p, q = 0.5, 0.501
+    res = critical_sets(get_model("ew"), MarkovChain(p, q), starts=256)
+    assert res.agreement["agree"] and res.complete, res.agreement
+    check_ew_sets(res, p, q)
+
+
+def test_small_gap_numeric_sets_keep_the_unigram_line_non_global():
+    """q = 0.50003: h(pi1) - H = 4.5e-10, below an absolute 1e-9 loss tolerance."""
+    from flowlab.critical import _numeric_sets, make_box
+
+    p, q = 0.5, 0.50003
+    model, chain = get_model("ew"), MarkovChain(p, q)
+    sets, _ = _numeric_sets(model, chain, make_box(model), starts=128, seed=0, samples=64)
+    H, h = ref_entropy_rate(p, q)[0], ref_unigram_loss(p, q)
+    assert h - H > 4e-10
+    on_line = [s for s in sets if np.max(np.abs(s.points[:, 0])) < 1e-6]
+    assert on_line and all(s.kind != "global_min" and abs(s.loss - h) < 1e-12 for s in on_line)
+    for s in sets:
+        if s.kind == "global_min":  # every global sample really has loss H and lies on {D = D*}
+            e, w = s.points.T
+            assert np.all(np.abs(e) > 1e-3)
+            np.testing.assert_allclose(e**2 * (1 + 2 * w * np.abs(w)), ref_optimal_gap(p, q), rtol=1e-6)
+
+
+def test_nearly_degenerate_chain_is_said_plainly_with_the_exact_kinds():
+    p, q = 0.5, 0.5 + 1e-12  # p + q > 1, h(pi1) - H ~ 5e-25: below what float64 resolves
+    res = critical_sets(get_model("ew"), MarkovChain(p, q))
+    assert "nearly degenerate" in res.message and res.as_dict()["nearly_degenerate"] is True
+    assert not res.complete and "DISAGREE" not in res.message
+    # the symbolic kinds are exact (sign of D0 - D*): MODELS.md for p + q > 1
+    kinds = {(s.kind, s.dimension): s for s in res.sets}
+    assert sorted(kinds) == [("global_min", 1), ("local_max", 1), ("local_min", 1), ("saddle", 0)]
+    assert np.all(kinds[("local_min", 1)].points[:, 1] > SADDLE_W)
+    assert np.all(kinds[("local_max", 1)].points[:, 1] < SADDLE_W)
+    # a model with the numeric path only: no kind is claimed
+    num = critical_sets(_test_model(lambda u, v: u**3 / 3 - u - v**3 / 3 + v), MarkovChain(p, q),
+                        {"u": (-2, 2), "v": (-2, 2)}, method="numeric", starts=64)
+    assert num.sets and {s.kind for s in num.sets} == {"degenerate"}
+
+
+def test_sets_outside_the_box_are_named():
+    res = critical_sets(get_model("ew"), MarkovChain(0.5, 0.8), {"e": (0.5, 3)}, method="symbolic")
+    assert [s.kind for s in res.sets] == ["global_min"]
+    assert any(t.startswith("e = 0") for t in res.outside_box) and "e = 0" in res.message
+    # ewb: b* = log(p/q) = -3.2 lies outside the default b range, so the unigram sets do
+    res = critical_sets(get_model("ewb"), MarkovChain(0.04, 0.99), method="symbolic", samples=8)
+    assert math.log(0.04 / 0.99) < -3 and {s.kind for s in res.sets} == {"global_min"}
+    assert len(res.outside_box) == 3 and all("b = b*(theta)" in t for t in res.outside_box)
+
+
+def test_regions_use_chains_where_the_attention_direction_is_not_flat():
+    """p != q in every region (c = a (pi1 - 1/2), MODELS.md section 4), and ewa's branch region |c| < 1/2
+    covers the default a range [-3, 3] for each chain, which the symbolic path then proves from the corners."""
+    from flowlab.critical import REGION_CHAINS, _SymbolicAssembly, make_box
+
+    model = get_model("ewa")
+    for region, (p, q) in REGION_CHAINS.items():
+        assert p != q
+        pi1 = p / (p + q)
+        assert 3 * abs(pi1 - 0.5) < 0.5, region
+        assert region == ("p+q<1" if p + q < 1 else "p+q>1" if p + q > 1 else "p+q=1")
+        asm = _SymbolicAssembly(model, MarkovChain(p, q), make_box(model), 8)
+        inside, how = asm.box_in_region(make_box(model))
+        assert inside and how.startswith("proved")
+    far = {"a": (-9.0, 9.0)}  # |c| = 9 * 0.1 > 1/2 for p = 0.1, q = 0.15
+    asm = _SymbolicAssembly(model, MarkovChain(0.1, 0.15), make_box(model, far), 8)
+    assert not asm.box_in_region(make_box(model, far))[0]
+
+
+def test_levels_cover_every_branch_and_kink():
+    """Box-independent gap values with Max/Min: D = |u^2 - 1| + v^2 written with Max. By hand: the smooth
+    critical point (0, 0) with D = 1, and the kink minima u = +-1, v = 0 with D = 0, which the branch taken
+    at theta = 0 (1 - u^2) alone misses; the other branch adds D = -1 (a superset, so still a safe level)."""
+    from flowlab.critical_symbolic import critical_levels
+    from flowlab.models import user_model
+
+    lev = critical_levels(user_model("x*(Max(1 - u**2, u**2 - 1) + v**2)", "u,v"))
+    assert lev.solved and "superset" in lev.how
+    assert sorted(lev.values_at(0.2, 0.3)) == [-1.0, 0.0, 1.0]
+    # ewa (MODELS.md section 4): the only non-global critical set is the unigram plane e = 0 (D = 0)
+    ewa = critical_levels(get_model("ewab"), 0.5 / 1.3)
+    assert ewa.values_at(0.5, 0.8) == [0.0] and ewa.dimension == 2

@@ -36,9 +36,12 @@ def test_demo_writes_a_consistent_report(tmp_path):
         with np.load(out / flow["trajectory"], allow_pickle=False) as data:
             assert data["loss"][-1] == flow["loss"]
     assert all(all(v.values()) for v in summary["derivations"].values())
+    ew_grids = [b for b in summary["basins"] if b["model"] == "ew"]
+    assert len(ew_grids) == 3  # Figure 1's two chains and Figure 4's
+    for b in ew_grids:  # ew has the invariant method: its flow labels must be cross-checked
+        assert b["cross_check"] is not None and b["cross_check"]["points_far_from_separatrix"] > 0, b
+        assert b["cross_check"]["agreement_far"] >= 0.999
     for b in summary["basins"]:
-        if b["cross_check"]:
-            assert b["cross_check"]["agreement_far"] >= 0.999
         with np.load(out / b["dir"] / "basins.npz", allow_pickle=False) as data:
             assert data["label"].size == b["counts"]["total"]
     for g in summary["gaussian"]:
@@ -46,6 +49,18 @@ def test_demo_writes_a_consistent_report(tmp_path):
         assert (g["prob_global"] > 0.95) if below else (g["prob_global"] < 0.05), g
     for name in ("ew", "ewb"):
         assert all(summary["critical"][name]["table"]["complete"].values())
+    # Figure 4 at p = 0.5, q = 0.8 (p + q > 1): MODELS.md says a small init stays at the unigram model and the
+    # guideline point (in I*) reaches the bigram model; the verdicts must say so (or undetermined, never the other)
+    training = summary["training"]["summary"]
+    for group in ("canonical", "transformer"):
+        for init, expected in (("standard", "local"), ("guideline", "global")):
+            runs = (training.get(group) or {}).get(init)
+            if runs is None:
+                assert group == "transformer" and not summary["training"]["transformer"]
+                continue
+            assert set(runs["predicted"]) == {expected}, (group, init, runs["predicted"])
+            assert set(runs["ended"]) <= {expected, "undetermined"}, (group, init, runs["ended"])
+    assert set(training["canonical"]["standard"]["ended"]) == {"local"}  # exact losses: decided
 
 
 def test_readme_commands_match_ci():

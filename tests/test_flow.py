@@ -98,3 +98,34 @@ def test_bad_initial_points():
         gradient_flow(get_model("ew"), MarkovChain(0.2, 0.3), [0.5, 0.5, 0.0])
     with pytest.raises(FlowlabInputError, match="NaN"):
         gradient_flow(get_model("ew"), MarkovChain(0.2, 0.3), [math.nan, 0.5])
+
+
+@pytest.mark.parametrize("p,q", [(0.1, 0.1), (0.9, 0.9)])
+def test_the_saddle_is_not_called_a_local_minimum(p, q):
+    """(0, -1/sqrt2) has a PSD Hessian (zero in w, and ell'(0) 2 (1 + 2w|w|) = 0 in e) but is a saddle
+    (MODELS.md): L - L(saddle) takes both signs on a small circle, computed here from the loss."""
+    chain = MarkovChain(p, q)
+    nm = NumericModel(get_model("ew"), chain)
+    x0 = np.array([0.0, SADDLE_W])
+    ang = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    d = nm.loss(x0 + 1e-2 * np.stack([np.cos(ang), np.sin(ang)], -1)) - nm.loss(x0)
+    assert d.max() > 0 > d.min()  # the independent fact: not a minimum
+    assert np.linalg.eigvalsh(nm.hessian(x0)).min() > -1e-12  # and yet PSD
+    res = gradient_flow(get_model("ew"), chain, list(x0))
+    assert res.reached == "undetermined" and "saddle" in res.message, res.message
+    b_star = math.log(p / q)  # the lifted saddle of ewb, (0, -1/sqrt2, b*)
+    res = gradient_flow(get_model("ewb"), chain, [0.0, SADDLE_W, b_star])
+    assert res.reached == "undetermined", res.message
+
+
+def test_small_gap_verdicts_scale_with_the_gap():
+    """q = 0.50003: h(pi1) - H = 4.5e-10 is below an absolute 1e-9, yet the unigram line is not global."""
+    chain = MarkovChain(0.5, 0.50003)
+    res = gradient_flow(get_model("ew"), chain, [0.0, 1.0])  # on the unigram line, minima for p + q > 1
+    assert res.final_loss - chain.entropy_rate > 4e-10  # the independent fact: the loss is h(pi1), not H
+    assert res.reached == "local", res.message
+
+
+def test_nearly_degenerate_chain_is_undetermined_and_says_so():
+    res = gradient_flow(get_model("ew"), MarkovChain(0.5, 0.5 + 1e-12), [0.0, 1.0])
+    assert res.reached == "undetermined" and "nearly degenerate" in res.message

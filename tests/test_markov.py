@@ -73,3 +73,49 @@ def test_sampler_is_seeded_and_has_the_right_law():
 def test_sampler_rejects_bad_sizes(args):
     with pytest.raises(FlowlabInputError):
         MarkovChain(0.2, 0.3).sample(*args)
+
+
+def _gap_mp(p, q):
+    """h(pi1) - H at 60 digits (mpmath), from the entropies themselves."""
+    import mpmath as mp
+
+    with mp.workdps(60):
+        p, q = mp.mpf(p), mp.mpf(q)
+        pi1 = p / (p + q)
+
+        def h(t):
+            return -t * mp.log(t) - (1 - t) * mp.log(1 - t)
+
+        return float(h(pi1) - (q / (p + q) * h(p) + pi1 * h(q)))
+
+
+@pytest.mark.parametrize("p,q", [*CHAINS, (0.5, 0.501), (0.5, 0.50003), (0.5, 0.5 + 1e-12), (0.3, 0.7 + 3e-12)])
+def test_loss_gap_is_accurate_down_to_tiny_gaps(p, q):
+    chain = MarkovChain(p, q)
+    ref = _gap_mp(p, q)
+    assert chain.loss_gap == pytest.approx(ref, rel=1e-3 if ref < 1e-20 else 1e-9)
+    # tolerances scale with the gap: never above a thousandth of it, unless float64 cannot resolve it
+    assert chain.loss_tolerance <= max(1.001e-3 * ref, 1e-13) and chain.loss_tolerance <= 1e-9
+    assert chain.nearly_degenerate == (ref < 1e-10)
+    d = chain.as_dict()
+    assert d["loss_gap"] == chain.loss_gap and d["nearly_degenerate"] == chain.nearly_degenerate
+
+
+def test_nearly_degenerate_chain_is_named_plainly():
+    near = MarkovChain(0.5, 0.5 + 1e-12)  # p + q = 1 + 1e-12: gap ~ 5e-25
+    assert near.nearly_degenerate and not near.degenerate
+    with pytest.raises(FlowlabInputError, match="nearly degenerate"):
+        near.require_resolvable("the basin")
+    resolvable = MarkovChain(0.5, 0.50003)  # gap 4.5e-10: small, but float64 resolves it
+    assert not resolvable.nearly_degenerate
+    resolvable.require_resolvable("the basin")
+    assert resolvable.loss_tolerance == pytest.approx(4.5e-13, rel=1e-3)
+
+
+def test_extreme_probabilities_are_exact_or_refused():
+    """Found by the hostile sweep: a subnormal p crashed loss_gap; p = q = 1e-300 has the gap log 2
+    (the chain is then deterministic up to 1e-300: h(pi1) = log 2 and H ~ 0)."""
+    with pytest.raises(FlowlabInputError, match="subnormal"):
+        MarkovChain(5e-324, 0.3)
+    for v in (1e-300, 1 - 2**-53):
+        assert MarkovChain(v, v).loss_gap == pytest.approx(math.log(2), rel=1e-12)

@@ -347,3 +347,78 @@ def test_basin_slice_overlays_the_sets_of_the_slice():
     xy = np.asarray(saddles[0].get_offsets() if hasattr(saddles[0], "get_offsets") else saddles[0].get_xydata())
     assert np.allclose(xy[0], [0.0, w_s], atol=1e-6)
     plt.close(ax.figure)
+
+
+def _overlaid_points(ax, free, fixed, params):
+    """Every vertex/marker of the critical-set artists of a 2-D axes, lifted to the full parameter order."""
+    rows = []
+    for a in ax.get_children():
+        if not (a.get_gid() or "").startswith("critical:"):
+            continue
+        xy = np.asarray(a.get_offsets() if hasattr(a, "get_offsets") else a.get_xydata(), float)
+        xy = xy[np.all(np.isfinite(xy), axis=1)]
+        full = np.empty((len(xy), len(params)))
+        for j, n in enumerate(free):
+            full[:, params.index(n)] = xy[:, j]
+        for n, v in fixed.items():
+            full[:, params.index(n)] = v
+        rows.append((a.get_gid(), full))
+    return rows
+
+
+def test_basin_slice_at_fixed_e_draws_only_critical_points_of_the_full_model():
+    """Issue 11 item 6: at e = 1 the restriction of ewa has 'critical' lines where the full gradient is 0.25.
+
+    Every overlaid point must be a critical point of the full model (finite differences of the loss
+    written here from MODELS.md section 4), and the global-minimum curve {D = D*} must be drawn.
+    """
+    p, q, e0 = 0.5, 0.8, 1.0
+    pi1 = p / (p + q)
+    grid = basin_grid(get_model("ewa"), MarkovChain(p, q), {"w": (-3, 3), "a": (-3, 3)}, 6, fixed={"e": e0},
+                      cross_check=False)
+    ax = basin_map(grid)
+    rows = _overlaid_points(ax, ("w", "a"), {"e": e0}, ("e", "w", "a"))
+    assert rows, "the global-minimum curve crosses the slice and must be drawn"
+
+    def gap(t):
+        e, w, a = t[..., 0], t[..., 1], t[..., 2]
+        return e**2 * (1 + 4 * w * np.abs(w) * np.clip(0.5 + a * (pi1 - 0.5), 0, 1))
+
+    def profiled_loss(t):  # ell(D): min over b of the expected cross-entropy (MODELS.md section 2)
+        from scipy.optimize import minimize_scalar
+
+        out = []
+        for d in np.atleast_1d(gap(t)):
+            def ce(b, d=d):
+                s0, s1 = 1 / (1 + np.exp(-b)), 1 / (1 + np.exp(-(b + d)))
+                return -(1 - pi1) * (p * np.log(s0) + (1 - p) * np.log(1 - s0)) \
+                    - pi1 * ((1 - q) * np.log(s1) + q * np.log(1 - s1))
+            out.append(minimize_scalar(ce, bounds=(-30, 30), method="bounded", options={"xatol": 1e-12}).fun)
+        return np.array(out)
+
+    kinds = set()
+    for gid, pts in rows:
+        kinds.add(gid)
+        for x in pts[:: max(1, len(pts) // 8)]:
+            h = 1e-4
+            g = [(profiled_loss(x + h * u) - profiled_loss(x - h * u))[0] / (2 * h) for u in np.eye(3)]
+            assert np.max(np.abs(g)) < 1e-5, (gid, x, g)
+    assert kinds == {"critical:global_min"}  # e = 1 meets neither the unigram plane e = 0 nor its saddle curve
+    (glob,) = [pts for gid, pts in rows if gid == "critical:global_min"]
+    np.testing.assert_allclose(gap(glob), d_star(p, q), atol=1e-6)
+
+
+def test_basin_slice_keeps_the_users_number():
+    """The fixed value enters exactly (its float64 value), never rounded to a 'simple' number."""
+    import sympy as sp
+
+    from flowlab.models import param_symbol
+    from flowlab.plots import _sliced_model
+
+    full = get_model("ewa")
+    a = param_symbol("a")
+    for v in (0.1, 0.7071067811865476, 1 / 3):
+        logit = _sliced_model(full, {"a": v}).logit
+        assert sp.simplify(logit - full.logit.subs(a, sp.Rational(v))) == 0
+        assert sp.Rational(v) == sp.Rational(*float(v).as_integer_ratio())
+        assert sp.simplify(logit - full.logit.subs(a, sp.nsimplify(v))) != 0
