@@ -177,7 +177,8 @@ def _decider(nm: NumericModel, ref: Reference, s: FlowSettings):
 
     def decide(y, f):
         cols = y.T
-        loss = np.broadcast_to(np.asarray(comp.loss(*cols, p, q)[0], float), (len(y),))
+        with np.errstate(all="ignore"):  # a point where L is undefined fails (counted), not a warning
+            loss = np.broadcast_to(np.asarray(comp.loss(*cols, p, q)[0], float), (len(y),))
         small = np.sqrt(np.sum(f * f, axis=1)) <= s.grad_tol
         out = np.full(len(y), UNDETERMINED, dtype=np.int8)
         if level is not None:  # proved: below every non-global critical value, only a global minimum remains
@@ -203,7 +204,8 @@ def flow_labels(nm: NumericModel, points, ref: Reference, settings: FlowSettings
     p, q = nm.chain.p, nm.chain.q
 
     def rhs(y):
-        g = comp.gradient(*y.T, p, q)
+        with np.errstate(all="ignore"):  # non-finite rows fail those points only (counted in the stats)
+            g = comp.gradient(*y.T, p, q)
         return -np.stack([np.broadcast_to(np.asarray(c, float), (len(y),)) for c in g], axis=1)
 
     decide = _decider(nm, ref, settings)

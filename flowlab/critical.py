@@ -148,7 +148,14 @@ def _in_box(x, lo, hi):
 
 # ------------------------------------------------------------------------- symbolic sets
 def _level_points(nm: NumericModel, target: float, lo, hi, per_axis=None):
-    """Points of {D = target} in the box: sign changes along grid lines, refined by bisection."""
+    """Points of {D = target} in the box: sign changes along grid lines, refined by bisection.
+
+    Where D is undefined (NaN) there is no sign change: such grid lines contribute nothing."""
+    with np.errstate(all="ignore"):
+        return _level_points_in(nm, target, lo, hi, per_axis)
+
+
+def _level_points_in(nm: NumericModel, target: float, lo, hi, per_axis):
     n = lo.size
     per_axis = per_axis or {1: 1001, 2: 161}.get(n, 41)
     axes = [np.linspace(lo[i], hi[i], per_axis) for i in range(n)]
