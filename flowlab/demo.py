@@ -445,6 +445,9 @@ def _report(summary: dict) -> str:
             + (f", [PDF](derivation_{name}.pdf)" if f"derivation_{name}.pdf" in summary["files"] else "")
             + f" — {ok}/{len(ids)} identities proved by SymPy"
         )
+    if not any(f.startswith("derivation_") and f.endswith(".pdf") for f in summary["files"]):
+        lines += ["", "The derivation PDFs were **not made**: `pdflatex` is not installed (on Debian/Ubuntu: "
+                  "`apt-get install texlive-latex-base`; then rerun the demo). The `.tex` files compile as they are."]
     lines += ["", "## Critical sets", ""]
     for name, crit in summary["critical"].items():
         table, at = crit["table"], crit["at"]

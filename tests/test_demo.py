@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ def test_demo_writes_a_consistent_report(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "summary.json").read_text())["files"] == summary["files"]
     report = (out / "report.md").read_text()
+    made_pdfs = (out / "derivation_ew.pdf").exists()
+    assert made_pdfs == bool(shutil.which("pdflatex"))
+    assert ("PDFs were **not made**" in report) != made_pdfs  # a skipped step is said, with the install line
     for link in re.findall(r"\]\(([^)]+)\)", report):
         assert (out / link).exists(), link
     for figure in ("figure1", "loss_curves", "trajectories", "flow3d_ewb"):
