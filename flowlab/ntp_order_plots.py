@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import FlowlabInputError
+from .fit import line_fit
 
 STAGE_COLORS = {1: "#2166ac", 2: "#b2182b"}
 FIT_STYLE = {"color": "black", "ls": "--", "lw": 1.0}
@@ -87,7 +88,7 @@ def stage_norm(trace, summary, *, stage: int, ax=None):
     fit = summary.norm_slope
     if fit.value is not None:
         sel = trace.t >= fit.window[0]
-        slope, intercept = np.polyfit(trace.t[sel], trace.norm[sel], 1)
+        slope, intercept, _ = line_fit(trace.t[sel], trace.norm[sel])
         ax.plot(trace.t, slope * trace.t + intercept, **FIT_STYLE, label="linear fit")
     ax.set_xlabel("iteration $t$" if trace.method != "flow" else "time $t$")
     ax.set_ylabel(rf"$\|{name}\|_F$")

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ...fit import line_fit
 from .trajectory import _jsonable, first_correct_time
 
 
@@ -110,11 +111,8 @@ def inverse_loss_fit(t: np.ndarray, loss: np.ndarray, points: int = 200) -> dict
     """Least-squares line through 1/L̂ on a uniform time grid over [t₀, t_end] (interpolated)."""
     grid = np.linspace(t[0], t[-1], points)
     y = np.interp(grid, t, 1.0 / loss)
-    slope, intercept = np.polyfit(grid, y, 1)
-    resid = y - (slope * grid + intercept)
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None
-    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "t_from": float(t[0]),
+    slope, intercept, r2 = line_fit(grid, y)
+    return {"slope": slope, "intercept": intercept, "r2": r2, "t_from": float(t[0]),
             "t_to": float(t[-1]), "inverse_loss_at_start": float(1.0 / loss[0]),
             "line_at_start": float(slope * t[0] + intercept)}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..._checks import integer, real_number
 from ...errors import FlowlabInputError
+from ...fit import line_fit
 from .data import training_set
 from .full import PAPER_INIT, gradient_descent, gradient_flow, init_weights
 from .gram import gram_flow, grams_from_weights, time_unit, wishart_grams
@@ -156,11 +157,7 @@ class ScalingResult:
 
 def power_fit(x, y):
     """Least squares log y = α log x + b: (α, b, R²); R² is None when log y is constant."""
-    lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
-    alpha, b = np.polyfit(lx, ly, 1)
-    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
-    r2 = None if ss_tot == 0 else 1.0 - float(np.sum((ly - (alpha * lx + b)) ** 2)) / ss_tot
-    return float(alpha), float(b), r2
+    return line_fit(np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64)))
 
 
 def scaling(ms=(64, 256, 1024, 4096), *, m1: int = 256, n: int = 60, L: int = 5, d: int = 64,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import FlowlabInputError
+from ...fit import line_fit
 from . import model
 from .training import settings_with_defaults, train_two_stage
 
@@ -54,11 +55,8 @@ class Fit:
 def _least_squares(x: np.ndarray, y: np.ndarray, window, dropped: int, transform) -> Fit:
     if x.size < 3 or np.ptp(x) == 0:
         return Fit(None, None, int(x.size), window, dropped, "undetermined", "fewer than 3 usable points")
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    ss = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / ss if ss > 0 else None
-    return Fit(transform(float(slope)), r2, int(x.size), window, dropped, "fitted", "least squares")
+    slope, _, r2 = line_fit(x, y)
+    return Fit(transform(slope), r2, int(x.size), window, dropped, "fitted", "least squares")
 
 
 def fit_rate(t: np.ndarray, y: np.ndarray, kind: str, fit_from: float = 0.1) -> Fit:
