@@ -18,7 +18,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from flowlab import MarkovChain, NumericModel, get_model
-from flowlab.basins import FlowSettings, basin_grid
+from flowlab.systems.markov.basins import FlowSettings, basin_grid
 
 SADDLE_W = -1 / math.sqrt(2)
 SEPARATRIX = -(1 + math.log(2)) / 2
@@ -79,7 +79,7 @@ def main(argv=None):
         g = basin_grid(model, chain, grid=n, cross_check=False)
         E, W = np.meshgrid(g.axes["e"], g.axes["w"], indexing="ij")
         ref, far = analytic(args.p, args.q, E, W)
-        batch_rate = g.label.size / g.timings["labels_s"]
+        batch_rate = g.label.size / g.seconds_by_phase["labels"]
         pts = np.stack([E.ravel(), W.ravel()], axis=1)
         idx = np.random.default_rng(args.seed).choice(len(pts), args.subsample, replace=False)
         t = time.perf_counter()
@@ -88,8 +88,8 @@ def main(argv=None):
         out["runs"].append({
             "grid": f"{n}x{n}",
             "points": int(g.label.size),
-            "batch_label_s": g.timings["labels_s"],
-            "batch_total_s": g.timings["total_s"],
+            "batch_label_s": g.seconds_by_phase["labels"],
+            "batch_total_s": g.seconds,
             "batch_points_per_s": batch_rate,
             "lsoda_loop_points_per_s": loop_rate,
             "lsoda_subsample": args.subsample,

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from flowlab import MarkovChain, get_model
-from flowlab.context import ContextModel, context_terms
+from flowlab.systems.markov.context import ContextModel, context_terms
 
 
 def main(argv=None):

@@ -35,7 +35,7 @@ def main(argv=None):
 
     out = {"model": args.model, "points": args.points}
     bare = _median_run([sys.executable, "-c", "pass"], args.repeat)
-    help_time = _median_run([sys.executable, "-m", "flowlab.cli", "--help"], args.repeat)
+    help_time = _median_run([sys.executable, "-m", "flowlab.cli.app", "--help"], args.repeat)
     out["help_start_s"] = help_time
     out["bare_python_start_s"] = bare
     out["help_over_bare_python"] = help_time / bare
@@ -44,8 +44,8 @@ def main(argv=None):
     import sympy  # noqa: F401
 
     import flowlab
-    from flowlab.derivation import Derivation, gap_identities
-    from flowlab.numeric import compile_model
+    from flowlab.systems.markov.derivation import Derivation, gap_identities
+    from flowlab.systems.markov.numeric import compile_model
 
     out["import_sympy_flowlab_s"] = time.perf_counter() - t
     model = flowlab.get_model(args.model)

@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from flowlab import cooccurrence_plots
-from flowlab.io import save_figure
+from flowlab.engine.io import save_figure
+from flowlab.plots import cooccurrence as cooccurrence_plots
 from flowlab.systems.cooccurrence.claims import evaluate_claims, run_engine
 
 

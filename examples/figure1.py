@@ -15,8 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import flowlab
-from flowlab import plots
-from flowlab.io import save_figure
+from flowlab.engine.io import save_figure
+from flowlab.plots import markov as plots
+from flowlab.systems.markov.landscape import basin_landscape, landscape
 
 
 def main(argv=None):
@@ -33,8 +34,9 @@ def main(argv=None):
         chain = flowlab.MarkovChain(p, q)
         crit = flowlab.critical_sets(model, chain, box)
         grid = flowlab.basin_grid(model, chain, box, 40 if args.fast else 256)
-        plots.energy_landscape(model, chain, crit=crit, extent=box, ax=axes[row, 0], resolution=80 if args.fast else 300)
-        plots.basin_map(grid, crit=crit, ax=axes[row, 1])
+        plane = landscape(model, chain, crit=crit, extent=box, resolution=80 if args.fast else 300)
+        plots.energy_landscape(plane, ax=axes[row, 0])
+        plots.basin_map(grid, landscape=basin_landscape(grid, crit), ax=axes[row, 1])
         f = grid.fractions()
         print(f"p={p:g}, q={q:g}: global {f['global']:.3f}, unigram {f['nonglobal']:.3f}, "
               f"undetermined {f['undetermined']:.4f}")

@@ -24,8 +24,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from flowlab import plots, train
-from flowlab.io import atomic_write_text, save_figure, to_json
+from flowlab.engine.io import atomic_write_text, save_figure, to_json
+from flowlab.plots import markov as plots
+from flowlab.systems.markov import sgd, train
 
 
 def main(argv=None):
@@ -39,7 +40,7 @@ def main(argv=None):
     has_torch = importlib.util.find_spec("torch") is not None and not args.no_transformer
     exp = train.figure4(0.5, 0.8, seeds=(0, 1, 2), fast=args.fast, transformer=has_torch, quiet=args.quiet)
     s = exp["summary"]
-    print(f"p = 0.5, q = 0.8: unigram loss h(pi1) = {s['unigram_loss']:.4f}, bigram loss H = {s['bigram_loss']:.4f}")
+    print(f"p = 0.5, q = 0.8: unigram loss h(pi1) = {s['levels']['unigram']:.4f}, bigram loss H = {s['optimal_loss']:.4f}")
     for kind in ("canonical", "transformer"):
         if not s.get(kind):
             continue
@@ -55,7 +56,7 @@ def main(argv=None):
     cases = None
     if args.fast:
         cases = [(p, q, init) for p, q in ((0.5, 0.8), (0.2, 0.3)) for init in train.TABLE_INITS]
-    rows = train.agreement_table(cases, steps=800 if args.fast else train.DEFAULTS["steps"])
+    rows = train.agreement_table(cases, steps=800 if args.fast else sgd.DEFAULTS["steps"])
     print(train.table_text(rows), end="")
 
     n = 3 if exp["transformer"] else 1

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import flowlab
-from flowlab.plots import loss_curve
+from flowlab.plots.markov import loss_curve
 
 
 def main(argv=None):

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import flowlab
-from flowlab import plots
-from flowlab.io import save_figure
+from flowlab.engine.io import save_figure
+from flowlab.plots import markov as plots
+from flowlab.systems.markov.landscape import flows_3d
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
     starts = np.array([[0.02, 0.01, 0.0], [1.0, -1.5, 0.0], [0.5, 1.0, -1.0], [-1.5, -2.0, 1.0]])
     fig = plt.figure(figsize=(7.2, 6.2), layout="constrained")
     ax = fig.add_subplot(projection="3d")
-    plots.flow_3d(model, chain, starts, ax=ax, t_max=300.0 if args.fast else 1e4)
+    plots.flow_3d(flows_3d(model, chain, starts, t_max=300.0 if args.fast else 1e4), ax=ax)
     save_figure(fig, args.out, dpi=150)
     print("wrote", args.out)
     return {"starts": starts}

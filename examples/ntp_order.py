@@ -20,8 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from flowlab import ntp_order_plots as plots
-from flowlab.io import save_figure
+from flowlab.engine.io import save_figure
+from flowlab.plots import ntp_order as plots
 from flowlab.systems import ntp_order
 
 

@@ -13,8 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import flowlab
-from flowlab import plots
-from flowlab.io import save_figure
+from flowlab.engine.io import save_figure
+from flowlab.plots import markov as plots
+from flowlab.systems.markov.landscape import landscape
 
 
 def main(argv=None):
@@ -30,7 +31,7 @@ def main(argv=None):
     for k, r in results.items():
         print(f"{k:>10}: reached {r.reached}, loss {r.final_loss:.4f}")
     fig, ax = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
-    plots.trajectories(list(results.values()), ax=ax, background="energy", extent=box)
+    plots.trajectories(list(results.values()), ax=ax, background=landscape(model, chain, extent=box))
     save_figure(fig, args.out, dpi=150)
     print("wrote", args.out)
     return results

@@ -1,4 +1,4 @@
-"""flowlab: symbolic-numeric gradient-flow analysis of next-token prediction on Markov data.
+"""flowlab: symbolic-numeric gradient-flow analysis of canonical models of how transformers train.
 
 The public API is re-exported here lazily, so ``import flowlab`` (and ``flowlab --help``)
 does not import SymPy, SciPy or matplotlib until a name that needs them is used.
@@ -16,43 +16,49 @@ import importlib
 
 __version__ = "0.1.0"
 
+#: The public API: name -> module (imported on first use). README.md "Python API" lists exactly these.
 _EXPORTS = {
-    "FlowlabInputError": ".errors",
-    "MarkovChain": ".markov",
-    "binary_entropy": ".markov",
-    "Model": ".models",
-    "PRESETS": ".models",
-    "get_model": ".models",
-    "Derivation": ".derivation",
-    "derive": ".derivation",
-    "NumericModel": ".numeric",
-    "compile_model": ".numeric",
-    "CriticalResult": ".critical",
-    "CriticalSet": ".critical",
-    "critical_sets": ".critical",
-    "regions_table": ".critical",
-    "BasinGrid": ".basins",
-    "FlowSettings": ".basins",
-    "basin_grid": ".basins",
-    "gaussian_basin": ".basins",
-    "integrate_batch": ".batch",
-    "ContextModel": ".context",
-    "derive_invariants": ".invariants",
-    "KStateChain": ".kstate",
-    "KStateModel": ".kstate",
-    "KStateNumeric": ".kstate",
-    "load_kernel": ".kstate",
-    "TrainResult": ".train",
-    "sgd_canonical": ".train",
-    "train_canonical": ".train",
-    "guide": ".train",
-    "agreement_table": ".train",
-    "user_model": ".models",
-    "FlowResult": ".flow",
-    "gradient_flow": ".flow",
-    "to_latex": ".latex",
-    "to_markdown": ".latex",
-    "run_demo": ".demo",
+    # errors
+    "FlowlabInputError": ".engine.errors",
+    # the engine: any system
+    "System": ".engine.system",
+    "SystemBase": ".engine.system",
+    "Reference": ".engine.system",
+    "flow": (".engine.trajectory", "gradient_flow"),  # the flow of any System
+    "FlowResult": ".engine.trajectory",
+    "BasinGrid": ".engine.basins",
+    "GaussianBasin": ".engine.basins",
+    "integrate_batch": ".engine.batch",
+    # the markov system (Local-to-Global)
+    "MarkovChain": ".systems.markov.chain",
+    "KStateChain": ".systems.markov.kstate",
+    "load_kernel": ".systems.markov.kstate",
+    "Model": ".systems.markov.models",
+    "get_model": ".systems.markov.models",
+    "user_model": ".systems.markov.models",
+    "KStateModel": ".systems.markov.kstate",
+    "derive": ".systems.markov.derivation",
+    "derive_invariants": ".systems.markov.invariants",
+    "to_latex": ".systems.markov.latex",
+    "to_markdown": ".systems.markov.latex",
+    "NumericModel": ".systems.markov.numeric",
+    "KStateNumeric": ".systems.markov.kstate",
+    "ContextModel": ".systems.markov.context",
+    "MarkovSystem": ".systems.markov.system",
+    "KStateSystem": ".systems.markov.system",
+    "gradient_flow": ".systems.markov.flow",
+    "CriticalResult": ".systems.markov.critical",
+    "critical_sets": ".systems.markov.critical",
+    "regions_table": ".systems.markov.critical",
+    "basin_grid": ".systems.markov.basins",
+    "gaussian_basin": ".systems.markov.basins",
+    "guide": ".systems.markov.guide",
+    "TrainResult": ".systems.markov.sgd",
+    "sgd_canonical": ".systems.markov.sgd",
+    "train_canonical": ".systems.markov.train",
+    "agreement_table": ".systems.markov.train",
+    # the report
+    "run_demo": ".report.demo",
 }
 
 __all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604
@@ -60,7 +66,8 @@ __all__ = ["__version__", *_EXPORTS]  # noqa: PLE0604
 
 def __getattr__(name):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        value = getattr(importlib.import_module(module, __name__), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'flowlab' has no attribute {name!r}")

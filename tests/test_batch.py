@@ -8,8 +8,8 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from flowlab.batch import UNDECIDED, BatchResult, integrate_batch
-from flowlab.errors import FlowlabInputError
+from flowlab.engine.batch import UNDECIDED, BatchResult, integrate_batch
+from flowlab.engine.errors import FlowlabInputError
 
 LINEAR = {
     "decay": np.array([[-1.0, 0.0], [0.0, -3.0]]),

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowlab import MarkovChain, NumericModel, get_model, gradient_flow
-from flowlab.cli import main
-from flowlab.errors import FlowlabInputError
-from flowlab.models import user_model
+from flowlab.cli.app import main
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.systems.markov.models import user_model
 
 CHAIN = ["--p", "0.2", "--q", "0.3"]
 
@@ -104,7 +104,7 @@ def test_finite_context_eval_refuses_an_undefined_point(capsys):
 def test_kstate_eval_names_the_point_and_kernel_files_with_huge_numbers_are_refused(tmp_path, capsys):
     kernel = tmp_path / "k.json"
     kernel.write_text("[[0.5, 0.5], [0.3, 0.7]]")
-    code, _, err = _run(["eval", "--kernel", str(kernel), "--logits", "log(u); 0", "--params", "u", "--at", "u=-1"],
+    code, _, err = _run(["eval", "--kernel", str(kernel), "--logit", "log(u); 0", "--params", "u", "--at", "u=-1"],
                         capsys)
     assert code == 2 and "at u=-1" in err and err.count("\n") == 1
     for text, fragment in ((f"[[0.5, 0.5], [0.3, {'7' * 400}]]", "400 digits"), ("[[0.5, 0.5], [0.3, 1e400]]", "inf")):
@@ -146,7 +146,7 @@ def test_flow_estimated_beyond_its_time_budget_is_refused_up_front():
         (["plot", "landscape", *CHAIN, "--dpi", "100000", "--out", "f.png"], "--dpi: must be an integer from 1 to"),
         (["plot", "landscape", *CHAIN, "--resolution", "100000", "--out", "f.png"], "--resolution: must be"),
         (["basins", *CHAIN, "--range", "e:-1e300:1e300"], "coordinates must lie within"),
-        (["critical", *CHAIN, "--box", "w:-1e7:0"], "coordinates must lie within"),
+        (["critical", *CHAIN, "--range", "w:-1e7:0"], "coordinates must lie within"),
     ],
 )
 def test_huge_sizes_and_ranges_are_refused_before_any_work(argv, fragment, tmp_path, capsys, monkeypatch):
@@ -156,16 +156,16 @@ def test_huge_sizes_and_ranges_are_refused_before_any_work(argv, fragment, tmp_p
 
 
 def test_landscape_resolution_is_bounded_in_the_library():
-    from flowlab import plots
+    from flowlab.systems.markov.landscape import landscape
 
     with pytest.raises(FlowlabInputError, match="<= 2000"):
-        plots.energy_landscape(get_model("ew"), MarkovChain(0.2, 0.3), resolution=100_000)
+        landscape(get_model("ew"), MarkovChain(0.2, 0.3), resolution=100_000)
 
 
 def test_transformer_runs_are_estimated_and_refused_up_front():
     pytest.importorskip("torch")
-    from flowlab._defaults import TRANSFORMER_DEFAULTS as D
-    from flowlab.transformer import SingleLayerTransformer, check_training_cost, estimate_training, weight_count
+    from flowlab.systems.markov.defaults import TRANSFORMER_DEFAULTS as D
+    from flowlab.systems.markov.transformer import SingleLayerTransformer, check_training_cost, estimate_training, weight_count
 
     for d, n in ((1, 2), (8, 32), (13, 5)):  # the memory estimate counts the network's real weights
         assert weight_count(d, n) == sum(p.numel() for p in SingleLayerTransformer(d, n).parameters())
@@ -188,8 +188,8 @@ def test_any_range_beyond_the_coordinate_bound_is_refused(capsys, name, bound, l
 
 
 def test_sgd_runs_are_estimated_and_refused_up_front():
-    from flowlab._defaults import CANONICAL_DEFAULTS as D
-    from flowlab.train import sgd_canonical
+    from flowlab.systems.markov.defaults import CANONICAL_DEFAULTS as D
+    from flowlab.systems.markov.sgd import sgd_canonical
 
     chain = MarkovChain(0.5, 0.8)
     with pytest.raises(FlowlabInputError, match=r"would take about .* s \(steps=1000000000"):

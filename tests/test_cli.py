@@ -9,11 +9,12 @@ import pytest
 
 from conftest import ref_energy, ref_entropy_rate, ref_unigram_loss
 from flowlab import PRESETS
-from flowlab.cli import parse_point
+from flowlab.cli.args import parse_point
 
 
 def run(*args, check_rc=0):
-    proc = subprocess.run([sys.executable, "-m", "flowlab.cli", *args], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([sys.executable, "-m", "flowlab.cli.app", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc
@@ -22,7 +23,7 @@ def run(*args, check_rc=0):
 def test_help_imports_no_heavy_module():
     code = (
         "import sys, contextlib, io\n"
-        "from flowlab.cli import main\n"
+        "from flowlab.cli.app import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
@@ -44,8 +45,9 @@ def test_subcommand_help_shows_defaults(sub):
 
 def test_cli_offers_what_the_library_has():
     """Behaviour, not copied constants: every preset is named in the help and resolves; every flow method parses."""
-    from flowlab.cli import _model, build_parser
-    from flowlab.flow import METHODS as FLOW_METHODS
+    from flowlab.cli.app import build_parser
+    from flowlab.cli.args import model_from_args
+    from flowlab.systems.markov.flow import METHODS as FLOW_METHODS
 
     parser = build_parser()
     for method in FLOW_METHODS:
@@ -55,7 +57,7 @@ def test_cli_offers_what_the_library_has():
     for name, model in PRESETS.items():
         assert name in help_text
         args = parser.parse_args(["eval", "--model", name, "--p", "0.5", "--q", "0.8", "--at", "e=0.1"])
-        assert _model(args) is model
+        assert model_from_args(args) is model
 
 
 def test_eval_json():
@@ -114,7 +116,7 @@ def test_flow_ewb_text():
         (["eval", "--p", "0.3", "--q", "0.5", "--at", "e=1,w=__import__('os')"], "not a number"),
         (["eval", "--p", "0.3", "--q", "0.5", "--at", "e=1,e=2"], "given twice"),
         (["eval", "--p", "0.3", "--q", "0.5", "--at", "e=inf,w=1"], "finite"),
-        (["eval", "--model", "xyz", "--p", "0.3", "--q", "0.5", "--at", "e=1,w=1"], "unknown model"),
+        (["eval", "--model", "xyz", "--p", "0.3", "--q", "0.5", "--at", "e=1,w=1"], "invalid choice: 'xyz'"),
         (["derive", "--p", "0.3"], "both --p and --q"),
         (["flow", "--p", "0.3", "--q", "0.5", "--at", "e=1,w=1", "--t-max", "-1"], "t_max"),
     ],
@@ -149,7 +151,7 @@ def test_derive_formats(fmt, tmp_path):
 
 
 def test_plot_refuses_bad_requests_before_any_work(tmp_path, capsys):
-    from flowlab.cli import main
+    from flowlab.cli.app import main
 
     for argv, what in (
         (["plot", "landscape", "--p", "0.1", "--q", "0.1", "--out", str(tmp_path / "f.jpg")], "extension"),
@@ -164,7 +166,7 @@ def test_plot_refuses_bad_requests_before_any_work(tmp_path, capsys):
 
 
 def test_plot_writes_each_format(tmp_path):
-    from flowlab.cli import main
+    from flowlab.cli.app import main
 
     for ext, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml")):
         out = tmp_path / f"loss{ext}"

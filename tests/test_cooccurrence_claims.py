@@ -106,7 +106,7 @@ def test_initial_state_has_the_wishart_means():
 
 
 def test_reduced_input_errors():
-    from flowlab.errors import FlowlabInputError
+    from flowlab.engine.errors import FlowlabInputError
 
     with pytest.raises(FlowlabInputError, match="n"):
         rd.reduced_flow(n=3)
@@ -247,7 +247,7 @@ def test_balancing_ratio_and_inverse_loss_fit_on_known_values():
 
 
 def test_cli_claims_json_and_outputs(tmp_path, capsys):
-    from flowlab.cli import main
+    from flowlab.cli.app import main
 
     out = tmp_path / "run"
     code = main(["cooccurrence", "claims", "--engine", "reduced", "--t-max", "20", "--points", "60", "--json",
@@ -266,14 +266,14 @@ def test_cli_claims_json_and_outputs(tmp_path, capsys):
 @pytest.mark.parametrize("argv, word", [
     (["--n", "3"], "n"), (["--t-max", "-1"], "t_max"), (["--engine", "bogus"], "engine"), (["--m", "0"], "m")])
 def test_cli_bad_input_exits_2(argv, word, capsys):
-    from flowlab.cli import main
+    from flowlab.cli.app import main
 
     assert main(["cooccurrence", "claims", "--engine", "reduced", "--quiet", *argv]) == 2
     assert word in capsys.readouterr().err
 
 
 def test_cli_offers_every_engine_of_the_library():
-    from flowlab.cli import build_parser
+    from flowlab.cli.app import build_parser
 
     parser = build_parser()
     for engine in cl.ENGINES:

@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from flowlab.errors import FlowlabInputError
-from flowlab.io import to_json
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.engine.io import to_json
 from flowlab.systems.cooccurrence import data as D
 from flowlab.systems.cooccurrence import experiments as X
 from flowlab.systems.cooccurrence import full as FM

@@ -9,11 +9,11 @@ import sympy as sp
 
 from conftest import CHAINS_ABOVE, CHAINS_BELOW, SADDLE_W, ref_entropy_rate, ref_unigram_loss
 from flowlab import MarkovChain, NumericModel, get_model
-from flowlab.cli import main
-from flowlab.critical import _cross_check, critical_sets, regions_table
-from flowlab.critical_symbolic import critical_structure
-from flowlab.errors import FlowlabInputError
-from flowlab.models import TOKEN, Model, param_symbol
+from flowlab.cli.app import main
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.systems.markov.critical import _cross_check, critical_sets, regions_table
+from flowlab.systems.markov.critical_symbolic import critical_structure
+from flowlab.systems.markov.models import TOKEN, Model, param_symbol
 
 EW_CHAINS = CHAINS_BELOW[:3] + CHAINS_ABOVE[:3]
 
@@ -186,7 +186,7 @@ def test_completeness_requires_agreement():
     """Drop a symbolic set: the cross-check notices numeric points that nothing explains."""
     model, chain = get_model("ew"), MarkovChain(0.2, 0.3)
     full = critical_sets(model, chain)
-    from flowlab.critical import _numeric_sets, make_box
+    from flowlab.systems.markov.critical import _numeric_sets, make_box
 
     num_sets, num_res = _numeric_sets(model, chain, make_box(model), starts=256, seed=1, samples=64)
     assert _cross_check(list(full.sets), num_sets, num_res)["agree"]
@@ -199,7 +199,7 @@ def test_completeness_requires_agreement():
 
 def test_regions_table_is_the_papers_case_split():
     table = regions_table(get_model("ew"))
-    assert all(table["complete"].values())
+    assert table["complete"] is True and all(r["complete"] is True for r in table["regions"].values())
     rows = {r["set"]: r for r in table["rows"]}
     low, high = "w < -sqrt(2)/2", "w > -sqrt(2)/2"
     assert rows[f"e = 0, {low}"]["p+q<1"]["kind"] == "local_min"
@@ -267,7 +267,7 @@ def test_slightly_asymmetric_chain_agrees():
 
 def test_small_gap_numeric_sets_keep_the_unigram_line_non_global():
     """q = 0.50003: h(pi1) - H = 4.5e-10, below an absolute 1e-9 loss tolerance."""
-    from flowlab.critical import _numeric_sets, make_box
+    from flowlab.systems.markov.critical import _numeric_sets, make_box
 
     p, q = 0.5, 0.50003
     model, chain = get_model("ew"), MarkovChain(p, q)
@@ -312,7 +312,7 @@ def test_sets_outside_the_box_are_named():
 def test_regions_use_chains_where_the_attention_direction_is_not_flat():
     """p != q in every region (c = a (pi1 - 1/2), MODELS.md section 4), and ewa's branch region |c| < 1/2
     covers the default a range [-3, 3] for each chain, which the symbolic path then proves from the corners."""
-    from flowlab.critical import REGION_CHAINS, _SymbolicAssembly, make_box
+    from flowlab.systems.markov.critical import REGION_CHAINS, _SymbolicAssembly, make_box
 
     model = get_model("ewa")
     for region, (p, q) in REGION_CHAINS.items():
@@ -332,8 +332,8 @@ def test_levels_cover_every_branch_and_kink():
     """Box-independent gap values with Max/Min: D = |u^2 - 1| + v^2 written with Max. By hand: the smooth
     critical point (0, 0) with D = 1, and the kink minima u = +-1, v = 0 with D = 0, which the branch taken
     at theta = 0 (1 - u^2) alone misses; the other branch adds D = -1 (a superset, so still a safe level)."""
-    from flowlab.critical_symbolic import critical_levels
-    from flowlab.models import user_model
+    from flowlab.systems.markov.critical_symbolic import critical_levels
+    from flowlab.systems.markov.models import user_model
 
     lev = critical_levels(user_model("x*(Max(1 - u**2, u**2 - 1) + v**2)", "u,v"))
     assert lev.solved and "superset" in lev.how

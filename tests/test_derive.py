@@ -8,10 +8,10 @@ import pytest
 import sympy as sp
 
 from flowlab import derive, get_model
-from flowlab.derivation import ELL_PRIME, GAP, OPTIMAL_GAP, P, Q, vanishes
-from flowlab.latex import to_latex, to_markdown
-from flowlab.models import TOKEN, Model, param_symbol
-from flowlab.special import closed_forms, profiled_logit0
+from flowlab.symbolic.special import closed_forms, profiled_logit0
+from flowlab.systems.markov.derivation import ELL_PRIME, GAP, OPTIMAL_GAP, P, Q, vanishes
+from flowlab.systems.markov.latex import to_latex, to_markdown
+from flowlab.systems.markov.models import TOKEN, Model, param_symbol
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_zeta0_closed_form_and_derivative_numerically():
     matches finite differences, and it solves the stationarity condition."""
     import mpmath
 
-    from flowlab.special import NUMPY_IMPLEMENTATIONS
+    from flowlab.symbolic.special import NUMPY_IMPLEMENTATIONS
 
     mods = [NUMPY_IMPLEMENTATIONS, "numpy"]
     f_closed = sp.lambdify((GAP, P, Q), closed_forms(profiled_logit0(GAP, P, Q)), modules="mpmath")
@@ -85,7 +85,7 @@ def test_zeta0_closed_form_and_derivative_numerically():
 
 
 def test_optimal_gap_zeroes_ell_prime_numerically():
-    from flowlab.special import NUMPY_IMPLEMENTATIONS
+    from flowlab.symbolic.special import NUMPY_IMPLEMENTATIONS
 
     f = sp.lambdify((P, Q), ELL_PRIME.subs(GAP, OPTIMAL_GAP), modules=[NUMPY_IMPLEMENTATIONS, "numpy"])
     for p, q in [(0.1, 0.2), (0.6, 0.9), (0.3, 0.7)]:

@@ -9,10 +9,10 @@ from scipy.optimize import minimize_scalar
 
 from conftest import CHAINS_ABOVE, CHAINS_BELOW, ref_energy
 from flowlab import MarkovChain, NumericModel, get_model
-from flowlab.context import ContextModel, context_terms
-from flowlab.flow import gradient_flow
-from flowlab.invariants import derive_invariants
-from flowlab.models import param_symbol
+from flowlab.systems.markov.context import ContextModel, context_terms
+from flowlab.systems.markov.flow import gradient_flow
+from flowlab.systems.markov.invariants import derive_invariants
+from flowlab.systems.markov.models import param_symbol
 
 CHAINS = CHAINS_BELOW[:2] + CHAINS_ABOVE[:2]
 
@@ -141,7 +141,7 @@ def test_ewa_invariant_is_conserved_along_flows():
 
 @pytest.mark.parametrize("p,q", [(0.2, 0.3), (0.5, 0.8)])
 def test_ewa_critical_sets_surface_plane_and_split_curve(p, q):
-    from flowlab.critical import critical_sets
+    from flowlab.systems.markov.critical import critical_sets
 
     res = critical_sets(get_model("ewa"), MarkovChain(p, q), {"a": (-2, 2)}, starts=512, samples=40)
     assert res.complete and res.agreement["agree"], res.message
@@ -163,12 +163,12 @@ def test_ewa_critical_sets_surface_plane_and_split_curve(p, q):
 
 
 def test_ewa_basin_slice_and_gaussian_contrast():
-    from flowlab.basins import basin_grid, gaussian_basin
+    from flowlab.systems.markov.basins import basin_grid, gaussian_basin
 
     for (p, q), below in (((0.2, 0.3), True), ((0.5, 0.8), False)):
         chain = MarkovChain(p, q)
         g = basin_grid(get_model("ewa"), chain, {"e": (-2, 2), "w": (-2, 2)}, 20, fixed={"a": 0.6}, cross_check=False)
         assert g.label.shape == (20, 20, 1) and g.axes["a"].tolist() == [0.6]
         assert g.counts()["undetermined"] == 0 and 0.05 < g.fractions()["global"] < 0.95
-        r = gaussian_basin(get_model("ewa"), chain, 0.02, 150, seed=2)
+        r = gaussian_basin(get_model("ewa"), chain, 0.02, 150, seed=2).as_dict()
         assert (r["prob_global"] > 0.95) if below else (r["prob_global"] < 0.05)

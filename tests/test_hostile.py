@@ -4,7 +4,7 @@ Every invocation here is wrong on purpose: out-of-range, non-finite, malformed o
 unwritable or mistyped output paths, broken input files, logits that try to run code. Each must
 end with exit code 2 (invalid input) and exactly one line on stderr naming the problem, no
 traceback, no Python warning, nothing on stdout, and no file left in the output location. They
-run in-process through ``flowlab.cli.main`` (fast); only signals and the few invocations that
+run in-process through ``flowlab.cli.app.main`` (fast); only signals and the few invocations that
 would ask for unbounded work (item 11) run in subprocesses, under a memory cap and a timeout.
 
 Also here: the last-resort handler (exit 1), Ctrl-C (exit 130, nothing half-written), umask,
@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowlab.cli import main
+from flowlab.cli.app import main
 
 #: A valid chain (p + q < 1), so that the argument under test is the only thing wrong.
 PQ = ["--p", "0.2", "--q", "0.3"]
@@ -196,7 +196,7 @@ def _cases():
     add(["critical", "--p", "0.2"], "critical-without-chain")
     add(["critical", *PQ, "--json", "--latex"], "critical-json-and-latex")
     for i, box in enumerate(BAD_RANGES):
-        add(["critical", *PQ] + [a for b in box for a in ("--box", b)], f"critical-box-{i}")
+        add(["critical", *PQ] + [a for b in box for a in ("--range", b)], f"critical-range-{i}")
         add(["basins", *PQ, "--grid", "8"] + [a for b in box for a in ("--range", b)], f"basins-range-{i}")
         add(["plot", "landscape", *PQ, "--out", "OUT/f.png"] + [a for b in box for a in ("--range", b)],
             f"plot-range-{i}")
@@ -238,15 +238,24 @@ def _cases():
     add(["chain", "--kernel", "IN/one.json", "--p", "0.2"], "chain-kernel-and-p")
     add(["chain"], "chain-nothing")
     for name in ("nan.json", "nonsquare.json", "bigint.json", "negative.json"):
-        add(["eval", "--kernel", f"IN/{name}", "--logits", "u*x; 0", "--params", "u", "--at", "u=1"],
+        add(["eval", "--kernel", f"IN/{name}", "--logit", "u*x; 0", "--params", "u", "--at", "u=1"],
             f"eval-kernel-{name}")
     kernel = ["eval", "--kernel", "IN/k3.json", "--params", "u", "--at", "u=1"]
-    add(kernel + ["--logits", "u*x; 0"], "eval-kernel-too-few-logits")
-    add(kernel + ["--logits", "u*x; 0; 0; 0"], "eval-kernel-too-many-logits")
-    add(kernel + ["--logits", "u*x; __import__('os'); 0"], "eval-kernel-logit-code")
-    add(kernel + ["--logits", "log(u)*x; 0; 0", "--at", "u=-1"], "eval-kernel-logit-nan")
-    add(kernel + ["--logits", "u*x; 0; 0", "--p", "0.2"], "eval-kernel-and-p")
-    add(["eval", *PQ, "--at", "u=1", "--logits", "u*x; 0", "--params", "u"], "eval-logits-without-kernel")
+    add(kernel + ["--logit", "u*x; 0"], "eval-kernel-too-few-logits")
+    add(kernel + ["--logit", "u*x; 0; 0; 0"], "eval-kernel-too-many-logits")
+    add(kernel + ["--logit", "u*x; __import__('os'); 0"], "eval-kernel-logit-code")
+    add(kernel + ["--logit", "log(u)*x; 0; 0", "--at", "u=-1"], "eval-kernel-logit-nan")
+    add(kernel + ["--logit", "u*x; 0; 0", "--p", "0.2"], "eval-kernel-and-p")
+    add(kernel + ["--logit", "u*x; 0; 0", "--free-bias"], "eval-kernel-and-free-bias")
+    add(["eval", *PQ, "--at", "u=1", "--logit", "u*x; 0", "--params", "u"], "eval-logits-without-kernel")
+    for name in ("nan.json", "nonsquare.json", "reducible.json"):
+        add(["flow", "--kernel", f"IN/{name}", "--logit", "u*x; 0", "--params", "u", "--at", "u=1"], f"flow-kernel-{name}")
+    add(["flow", "--kernel", "IN/k3.json", "--logit", "u*x; 0", "--params", "u", "--at", "u=1"], "flow-kernel-too-few-logits")
+    add(["flow", "--kernel", "IN/k3.json", "--logit", "u*x; 0; 0", "--params", "u", "--at", "u=1", *PQ],
+        "flow-kernel-and-p")
+    # the former spellings --logits (now --logit) and --box (now --range) still parse, and are refused alike
+    add(["eval", *PQ, "--at", "u=1", "--logits", "u*x; 0", "--params", "u"], "eval-former-logits-without-kernel")
+    add(["critical", *PQ, "--box", "e:3:-3"], "critical-former-box")
     add(["eval", "--at", "e=1,w=1"], "eval-without-chain")
 
     # -------------------------------------------------------------------- output paths
@@ -453,7 +462,7 @@ def tree(folder: Path) -> dict:
 
 
 def run_cli(argv):
-    """``flowlab.cli.main(argv)`` in-process: (exit code, stdout, stderr, warnings raised)."""
+    """``flowlab.cli.app.main(argv)`` in-process: (exit code, stdout, stderr, warnings raised)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -505,7 +514,7 @@ def _subcommands(parser, path=()):
 
 def test_every_argument_of_every_command_is_exercised():
     """Each option that `flowlab COMMAND [ACTION] --help` lists appears in some hostile invocation."""
-    from flowlab.cli import build_parser
+    from flowlab.cli.app import build_parser
 
     used = {(_command_path(c.values[0]), a) for c in CASES for a in c.values[0]}
     used |= {(_command_path(argv), a) for argv, _ in UNBOUNDED for a in argv}
@@ -593,7 +602,7 @@ UNBOUNDED = [
 def run_subprocess(argv, cwd, timeout=60):
     """``flowlab ARGV`` in a subprocess limited to 3 GiB of address space."""
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
-            "from flowlab.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from flowlab.cli.app import main; sys.exit(main(sys.argv[1:]))")
     return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -608,7 +617,7 @@ def test_unbounded_work_is_refused_up_front(argv, tmp_path):
 
 # -------------------------------------------------------------------- the last resort (exit 1)
 def test_unexpected_error_is_one_line_exit_1_and_debug_shows_the_traceback(monkeypatch, tmp_path):
-    import flowlab.cli as cli
+    import flowlab.cli.analysis as cli
 
     def boom(args):
         raise ZeroDivisionError("float division by zero\nsecond line")
@@ -640,7 +649,7 @@ def test_numbers_are_printed_with_the_digits_that_matter():
     assert rc == 0 and "p=0.999999999, q=0.999999999" in out
     rc, out, err, _ = run_cli(["flow", "--p", "0.500000000001", "--q", "0.499999999999", "--at", "e=1,w=1"])
     assert rc == 2 and "q=0.499999999999" in err and "q=0.5)" not in err
-    from flowlab.markov import MarkovChain
+    from flowlab.systems.markov.chain import MarkovChain
 
     for p in (0.1, 1e-300, 0.999999999, 0.1 + 0.2):
         assert float(str(MarkovChain(p, 0.3)).split(",")[0][2:]) == p
@@ -665,7 +674,7 @@ def test_basins_cross_check_never_claims_what_it_did_not_measure():
 # ---------------------------------------------------------------------- files: umask, atomicity
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_outputs_honour_the_umask(mask, tmp_path):
-    from flowlab.io import atomic_folder, atomic_write_text
+    from flowlab.engine.io import atomic_folder, atomic_write_text
 
     old = os.umask(mask)
     try:
@@ -680,7 +689,7 @@ def test_outputs_honour_the_umask(mask, tmp_path):
 
 
 def test_atomic_folder_leaves_the_old_result_or_the_new_one(tmp_path):
-    from flowlab.io import atomic_folder
+    from flowlab.engine.io import atomic_folder
 
     target = tmp_path / "res"
     with atomic_folder(target, replaceable=("a", "b")) as folder:
@@ -703,7 +712,7 @@ def test_a_folder_result_survives_kill_9_between_its_files(tmp_path):
     """SIGKILL after the first of two files: the earlier folder stays whole; the next run removes the debris."""
     script = (
         "import os, signal, sys\n"
-        "from flowlab.io import atomic_folder, atomic_write_text\n"
+        "from flowlab.engine.io import atomic_folder, atomic_write_text\n"
         "with atomic_folder(sys.argv[1], replaceable=('a', 'b')) as tmp:\n"
         "    atomic_write_text(tmp / 'a', sys.argv[2])\n"
         "    if sys.argv[3] == 'kill':\n"
@@ -730,8 +739,8 @@ def test_basins_result_survives_kill_9_during_save(tmp_path):
     """SIGKILL between the two files of a grid: the earlier result stays whole; the next run cleans up."""
     script = (
         "import os, signal, sys\n"
-        "import flowlab, flowlab.io as fio\n"
-        "from flowlab.basins import basin_grid\n"
+        "import flowlab, flowlab.engine.io as fio\n"
+        "from flowlab.systems.markov.basins import basin_grid\n"
         "g = basin_grid(flowlab.get_model('ew'), flowlab.MarkovChain(0.2, 0.3), None, int(sys.argv[2]),\n"
         "               method='invariant', quiet=True)\n"
         "g.save(sys.argv[1])\n"
@@ -762,7 +771,7 @@ def test_basins_result_survives_kill_9_during_save(tmp_path):
 # ------------------------------------------------------------------------------ Ctrl-C
 def _interrupt(argv, cwd, *, wait=1.5, ready=None):
     """Start ``flowlab ARGV``, send SIGINT once it is at work, return (exit code, stderr after 'ready')."""
-    code = ("import sys; from flowlab.cli import main; sys.stderr.write('ready\\n'); sys.stderr.flush(); "
+    code = ("import sys; from flowlab.cli.app import main; sys.stderr.write('ready\\n'); sys.stderr.flush(); "
             "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

@@ -10,9 +10,9 @@ import sympy as sp
 
 from conftest import CHAINS, ref_entropy_rate, ref_unigram_loss
 from flowlab import FlowlabInputError, MarkovChain, NumericModel, get_model
-from flowlab.io import to_json
-from flowlab.kstate import KStateChain, KStateModel, KStateNumeric, compile_kstate, load_kernel
-from flowlab.models import TOKEN
+from flowlab.engine.io import to_json
+from flowlab.systems.markov.kstate import KStateChain, KStateModel, KStateNumeric, compile_kstate, load_kernel
+from flowlab.systems.markov.models import TOKEN
 
 x = TOKEN
 
@@ -269,7 +269,7 @@ def test_evaluate_payload_is_json_ready():
     theta = [0.2, 0.5, -0.3]
     out = json.loads(to_json(nm.evaluate(theta)))
     assert out["model"] == "nonlinear3" and out["k"] == 3 and out["params"] == ["u", "v", "c"]
-    assert out["at"] == {"u": 0.2, "v": 0.5, "c": -0.3}
+    assert out["point"] == {"u": 0.2, "v": 0.5, "c": -0.3}
     assert out["loss"] == pytest.approx(float(nm.loss(theta)), rel=1e-15)
     assert out["excess_loss"] == pytest.approx(out["loss"] - chain.entropy_rate, rel=1e-12)
     assert out["excess_loss"] > 0
@@ -280,11 +280,11 @@ def test_evaluate_payload_is_json_ready():
 
 
 def test_compiled_once_per_model(monkeypatch):
-    import flowlab.numeric
+    import flowlab.symbolic.compile
 
     calls = []
-    real = flowlab.numeric._compile
-    monkeypatch.setattr(flowlab.numeric, "_compile", lambda args, exprs: calls.append(1) or real(args, exprs))
+    real = flowlab.symbolic.compile.compile_exprs
+    monkeypatch.setattr(flowlab.symbolic.compile, "compile_exprs", lambda args, exprs: calls.append(1) or real(args, exprs))
     a, b = sp.symbols("a b", real=True)
     model = KStateModel("once", ("a", "b"), (a * x, b - x, a * b))
     first = KStateNumeric(model, KStateChain(DOUBLY))

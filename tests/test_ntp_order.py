@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from flowlab.errors import FlowlabInputError
+from flowlab.engine.errors import FlowlabInputError
 from flowlab.systems import ntp_order as no
 
 # A hand-built dataset (K = 5, query 4): training shows 0 > 1 and 1 > 2 (and both above the
@@ -234,7 +234,7 @@ def test_bad_training_options_are_refused():
 
 def run_cli(capsys, *args):
     """``flowlab ntp-order ARGS`` in this process (cvxpy is imported once): (exit code, stdout, stderr)."""
-    from flowlab.cli import main
+    from flowlab.cli.app import main
 
     code = main(["ntp-order", *args])
     out = capsys.readouterr()
@@ -242,7 +242,7 @@ def run_cli(capsys, *args):
 
 
 def test_cli_defaults_mirror_the_library():
-    from flowlab import ntp_order_cli
+    from flowlab.cli import ntp_order as ntp_order_cli
 
     assert ntp_order_cli.DATA_DEFAULTS == no.GENERATE_DEFAULTS
     assert ntp_order_cli.TRAIN_DEFAULTS == {k: no.DEFAULTS[k] for k in ntp_order_cli.TRAIN_DEFAULTS}
@@ -282,7 +282,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_cli_help_imports_no_heavy_module():
-    code = ("import sys, contextlib, io\nfrom flowlab.cli import main\n"
+    code = ("import sys, contextlib, io\nfrom flowlab.cli.app import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n    main(['ntp-order', 'run', '--help'])\n"
             "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'cvxpy') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

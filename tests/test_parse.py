@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
-import flowlab.parse as parse_module
-from flowlab.errors import FlowlabInputError
-from flowlab.models import TOKEN, Model, get_model, param_symbol
-from flowlab.parse import (
+import flowlab.symbolic.parse as parse_module
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.symbolic.parse import (
     ALLOWED_FUNCTIONS,
-    ATTENTION,
     MAX_CALL_DEPTH,
     MAX_CONSTANT_HEIGHT,
     MAX_DEPTH,
     MAX_LENGTH,
-    parse_logit,
-    parse_params,
 )
+from flowlab.systems.markov.logit import parse_logit, parse_params
+from flowlab.systems.markov.models import ATTENTION, TOKEN, Model, get_model, param_symbol
 
 e, w, a = (param_symbol(n) for n in ("e", "w", "a"))
 x, m = TOKEN, ATTENTION
@@ -644,3 +642,31 @@ def test_parser_source_uses_no_evaluation_primitives():
         if not qualified:  # re.compile builds a regular expression, which is fine
             found.append((tok.start[0], tok.string))
     assert found == []
+
+
+def test_the_generic_parser_serves_a_vocabulary_without_any_system():
+    """flowlab.symbolic.parse knows no system: the caller gives the names, their wording, special refusals
+    and what the text is called (a toy energy in coordinates u, v, where x means nothing)."""
+    from flowlab.symbolic.parse import Vocabulary, parse_expression, parse_names
+
+    u, v = sp.symbols("u v", real=True)
+    vocabulary = Vocabulary({"u": u, "v": v}, "the coordinates u, v", {"t": "time 't' is not a coordinate"})
+    assert parse_expression("u**4/4 - u**2/2 + 0.5*v**2", vocabulary) == u**4 / 4 - u**2 / 2 + v**2 / 2
+    with pytest.raises(FlowlabInputError, match=r"^invalid expression at column 5: unknown name 'x'; "
+                                                r"allowed names: the coordinates u, v$"):
+        parse_expression("u + x", vocabulary)
+    with pytest.raises(FlowlabInputError, match=r"^invalid energy at column 3: time 't' is not a coordinate$"):
+        parse_expression("2*t", vocabulary, what="energy")
+    with pytest.raises(FlowlabInputError, match="an expression is a single line"):
+        parse_expression("u\nv", vocabulary)
+    # names: the caller's check decides what is reserved (here nothing, so 'x' and 'p' are fine)
+    assert parse_names("x, p") == ("x", "p")
+    def no_w(name):
+        if name == "w":
+            raise FlowlabInputError("w is taken")
+
+    with pytest.raises(FlowlabInputError, match="^w is taken$"):
+        parse_names("u, w", no_w)
+    # the Markov wrapper keeps its own refusals (x0 is a lambdify temporary)
+    with pytest.raises(FlowlabInputError, match="reserved"):
+        parse_params("x0")

@@ -1,6 +1,7 @@
 """Figures: the pictures carry the right content (levels, labels, sets, colours), not just pixels."""
 
 import dataclasses
+import json
 import math
 from collections import Counter
 
@@ -21,7 +22,7 @@ from flowlab import (
     get_model,
     gradient_flow,
 )
-from flowlab.plots import (
+from flowlab.plots.markov import (
     COLORS,
     basin_map,
     critical_overlay,
@@ -30,6 +31,7 @@ from flowlab.plots import (
     loss_curve,
     trajectories,
 )
+from flowlab.systems.markov.landscape import basin_landscape, flows_3d, landscape, overlay
 
 P = Q = 0.1
 BOX = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
@@ -95,7 +97,7 @@ def segments(line):
 # --------------------------------------------------------------------- energy landscape
 def test_energy_landscape_levels_separatrix_colorbar_and_sets(chain, crit):
     fig, ax = plt.subplots()
-    assert energy_landscape(get_model("ew"), chain, crit=crit, ax=ax, resolution=60) is ax
+    assert energy_landscape(landscape(get_model("ew"), chain, crit=crit, resolution=60), ax=ax) is ax
     (cf,) = by_gid(ax, "energy")
     levels = np.asarray(cf.levels, float)
     assert np.all(np.isfinite(levels)) and np.all(np.diff(levels) > 0)
@@ -123,7 +125,7 @@ def test_energy_landscape_levels_separatrix_colorbar_and_sets(chain, crit):
     assert "separatrix" in texts and "global minima (bigram)" in texts and len(texts) == len(set(texts))
     # legend proxies lapse with their artists
     ax.cla()
-    critical_overlay(crit, ax)
+    critical_overlay(overlay(crit), ax)
     assert "separatrix" not in legend_texts(ax)
 
 
@@ -131,7 +133,7 @@ def test_energy_landscape_quiver_and_p_plus_q_above_one():
     chain = MarkovChain(0.9, 0.9)
     crit = critical_sets(get_model("ew"), chain, BOX, method="symbolic")
     fig, ax = plt.subplots()
-    assert energy_landscape(get_model("ew"), chain, crit=crit, ax=ax, resolution=40, field="quiver") is ax
+    assert energy_landscape(landscape(get_model("ew"), chain, crit=crit, resolution=40, field="quiver"), ax=ax) is ax
     (sep,) = by_gid(ax, "separatrix")
     verts = np.concatenate([p.vertices for p in sep.get_paths()])
     # p + q > 1: the separatrix runs between the saddle and w = 0 (it bounds the unigram basin)
@@ -142,13 +144,13 @@ def test_energy_landscape_quiver_and_p_plus_q_above_one():
 def test_energy_landscape_of_a_model_without_energy_shows_the_loss(chain):
     import sympy as sp
 
-    from flowlab.models import TOKEN, Model, param_symbol
+    from flowlab.systems.markov.models import TOKEN, Model, param_symbol
 
     e, w = param_symbol("e"), param_symbol("w")
     plain = Model(name="ew_no_invariant", params=("e", "w"), logit=e**2 * (1 + 2 * w * sp.Abs(w)) * TOKEN - e**2 / 2)
     crit = critical_sets(plain, chain, BOX, method="symbolic")
     fig, ax = plt.subplots()
-    assert energy_landscape(plain, chain, crit=crit, ax=ax, resolution=30) is ax
+    assert energy_landscape(landscape(plain, chain, crit=crit, resolution=30), ax=ax) is ax
     (cf,) = by_gid(ax, "energy")
     assert cf.colorbar.ax.get_ylabel() == "$L$ [nats]"
     levels = np.asarray(cf.levels, float)
@@ -159,13 +161,13 @@ def test_energy_landscape_of_a_model_without_energy_shows_the_loss(chain):
 
 def test_energy_landscape_needs_a_plane(chain):
     with pytest.raises(FlowlabInputError, match="2-parameter"):
-        energy_landscape(get_model("ewb"), chain, resolution=20)
+        landscape(get_model("ewb"), chain, resolution=20)
 
 
 # ------------------------------------------------------------------------------ basin map
 def test_basin_map_is_drawn_from_the_labels(grid, crit):
     fig, ax = plt.subplots()
-    assert basin_map(grid, crit=crit, ax=ax) is ax
+    assert basin_map(grid, landscape=basin_landscape(grid, crit), ax=ax) is ax
     (im,) = by_gid(ax, "basins")
     shown = np.asarray(im.get_array())
     assert shown.shape == grid.label.T.shape and np.array_equal(shown, grid.label.T)
@@ -193,8 +195,9 @@ def test_basin_map_follows_a_changed_label(grid, crit):
     label[5, 7] = -1
     changed = dataclasses.replace(grid, label=label)
     fig, (a1, a2) = plt.subplots(1, 2)
-    basin_map(grid, crit=crit, ax=a1, separatrix=False)
-    basin_map(changed, crit=crit, ax=a2, separatrix=False)
+    plane = basin_landscape(grid, crit)
+    basin_map(grid, landscape=plane, ax=a1, separatrix=False)
+    basin_map(changed, landscape=plane, ax=a2, separatrix=False)
     before = np.asarray(by_gid(a1, "basins")[0].get_array())
     after = np.asarray(by_gid(a2, "basins")[0].get_array())
     np.testing.assert_array_equal(np.argwhere(before != after), np.argwhere((label != grid.label).T))
@@ -203,8 +206,8 @@ def test_basin_map_follows_a_changed_label(grid, crit):
     assert not by_gid(a2, "separatrix")
 
 
-def test_basin_map_computes_the_critical_sets_when_not_given(grid):
-    ax = basin_map(grid)
+def test_basin_landscape_computes_the_critical_sets_when_not_given(grid):
+    ax = basin_map(grid, landscape=basin_landscape(grid))
     kinds = Counter(critical_counts(ax))
     assert kinds["critical:global_min"] >= 1 and kinds["critical:saddle"] == 1
 
@@ -214,12 +217,14 @@ def test_basin_map_rejects_a_3d_grid(grid):
                                axes={k: np.linspace(-1, 1, 4) for k in "ewb"})
     with pytest.raises(FlowlabInputError, match="2-D"):
         basin_map(cube)
+    with pytest.raises(FlowlabInputError, match="2-D"):
+        basin_landscape(cube)
 
 
 # ------------------------------------------------------------------------ critical overlay
 def test_critical_overlay_lines_lie_on_the_sets_and_branches_stay_apart(chain, crit):
     fig, ax = plt.subplots()
-    assert critical_overlay(crit, ax) is ax
+    assert critical_overlay(overlay(crit), ax) is ax
     (glob,) = by_gid(ax, "critical:global_min")
     xy = glob.get_xydata()
     xy = xy[np.all(np.isfinite(xy), axis=1)]
@@ -242,7 +247,7 @@ def test_critical_overlay_lines_lie_on_the_sets_and_branches_stay_apart(chain, c
     assert saddle.get_marker() == "X"
     np.testing.assert_allclose(saddle.get_xydata(), [[0.0, W_SADDLE]], atol=1e-12)
     # drawing twice adds artists but no duplicate legend text
-    critical_overlay(crit, ax)
+    critical_overlay(overlay(crit), ax)
     texts = legend_texts(ax)
     assert len(texts) == len(set(texts))
     assert {"global minima (bigram)", "local minima (unigram)", "local maxima (unigram)", "saddle"} <= set(texts)
@@ -253,7 +258,7 @@ def test_critical_overlay_does_not_bridge_close_branches(pq):
     """Near p + q = 1 the two branches come closer than the sample spacing at the box edge."""
     chain = MarkovChain(pq, pq)
     crit = critical_sets(get_model("ew"), chain, BOX, method="symbolic")
-    ax = critical_overlay(crit, None)
+    ax = critical_overlay(overlay(crit), None)
     (glob,) = by_gid(ax, "critical:global_min")
     a, b = segments(glob)
     assert len(a) > 10
@@ -268,7 +273,7 @@ def test_trajectories_one_path_each_coloured_by_verdict(chain, crit):
     results = [gradient_flow(get_model("ew"), chain, s) for s in STARTS]
     assert [r.reached for r in results] == ["local", "global", "global"]
     fig, ax = plt.subplots()
-    assert trajectories(results, ax=ax, crit=crit) is ax
+    assert trajectories(results, ax=ax, overlay=overlay(crit)) is ax
     paths = by_gid(ax, "trajectory")
     assert len(paths) == len(results)
     for line, r in zip(paths, results):
@@ -282,7 +287,8 @@ def test_trajectories_one_path_each_coloured_by_verdict(chain, crit):
 def test_trajectories_over_the_energy_landscape(chain, crit):
     results = [gradient_flow(get_model("ew"), chain, s) for s in STARTS[:2]]
     fig, ax = plt.subplots()
-    assert trajectories(results, ax=ax, background="energy", crit=crit, extent=BOX) is ax
+    plane = landscape(get_model("ew"), chain, crit=crit, extent=BOX)
+    assert trajectories(results, ax=ax, background=plane) is ax
     assert len(by_gid(ax, "energy")) == 1 and len(by_gid(ax, "separatrix")) == 1
     assert len(by_gid(ax, "trajectory")) == 2
     assert ax.get_xlim() == BOX["e"] and ax.get_ylim() == BOX["w"]
@@ -299,7 +305,7 @@ def test_flow_3d_paths_colours_and_sets(chain):
     expected = [gradient_flow(model, chain, s, t_max=t_max) for s in starts]
     fig = plt.figure()
     ax = fig.add_subplot(projection="3d")
-    assert flow_3d(model, chain, starts, crit=crit, ax=ax, t_max=t_max) is ax
+    assert flow_3d(flows_3d(model, chain, starts, crit=crit, t_max=t_max), ax=ax) is ax
     paths = by_gid(ax, "trajectory")
     assert len(paths) == len(starts)
     for line, r in zip(paths, expected):
@@ -316,14 +322,14 @@ def test_flow_3d_paths_colours_and_sets(chain):
 def test_flow_3d_makes_its_own_3d_axes_and_refuses_2d_ones(chain):
     model = get_model("ewb")
     crit = critical_sets(model, chain, method="symbolic")
-    ax = flow_3d(model, chain, [[0.3, 0.3, 0.0]], crit=crit, t_max=50.0)
+    ax = flow_3d(flows_3d(model, chain, [[0.3, 0.3, 0.0]], crit=crit, t_max=50.0))
     assert ax.name == "3d" and len(by_gid(ax, "trajectory")) == 1
     assert ax.figure.legends  # beside the cube, placed by the layout engine
     fig, flat = plt.subplots()
     with pytest.raises(FlowlabInputError, match="3-D axes"):
-        flow_3d(model, chain, [[0.3, 0.3, 0.0]], crit=crit, ax=flat, t_max=10.0)
+        flow_3d(flows_3d(model, chain, [[0.3, 0.3, 0.0]], crit=crit, t_max=10.0), ax=flat)
     with pytest.raises(FlowlabInputError, match="3-parameter"):
-        flow_3d(get_model("ew"), chain, [[0.3, 0.3]])
+        flows_3d(get_model("ew"), chain, [[0.3, 0.3]])
 
 
 def test_loss_curve_keeps_its_behaviour(chain):
@@ -334,12 +340,23 @@ def test_loss_curve_keeps_its_behaviour(chain):
     assert ax.get_xscale() == "symlog"
 
 
-def test_basin_slice_overlays_the_sets_of_the_slice():
-    """A slice a = a0 of ewa: the saddle drawn is where 1 + 4w|w| clip(1/2 + c, 0, 1) = 0 (MODELS.md section 4)."""
-    p, q, a0 = 0.5, 0.8, 0.8
+SLICE_PQ_A = (0.5, 0.8, 0.8)
+
+
+@pytest.fixture(scope="module")
+def ewa_slice():
+    """A basin grid of ewa on the slice a = 0.8 at p = 0.5, q = 0.8, and its Slice."""
+    p, q, a0 = SLICE_PQ_A
     grid = basin_grid(get_model("ewa"), MarkovChain(p, q), {"e": (-2, 2), "w": (-2, 2)}, 16, fixed={"a": a0},
                       cross_check=False)
-    ax = basin_map(grid)
+    return grid, basin_landscape(grid)
+
+
+def test_basin_slice_overlays_the_sets_of_the_slice(ewa_slice):
+    """A slice a = a0 of ewa: the saddle drawn is where 1 + 4w|w| clip(1/2 + c, 0, 1) = 0 (MODELS.md section 4)."""
+    p, q, a0 = SLICE_PQ_A
+    grid, sl = ewa_slice
+    ax = basin_map(grid, landscape=sl)
     saddles = [a for a in ax.get_children() if (a.get_gid() or "") == "critical:saddle"]
     assert saddles
     clip = min(max(0.5 + a0 * (p / (p + q) - 0.5), 0.0), 1.0)
@@ -376,7 +393,7 @@ def test_basin_slice_at_fixed_e_draws_only_critical_points_of_the_full_model():
     pi1 = p / (p + q)
     grid = basin_grid(get_model("ewa"), MarkovChain(p, q), {"w": (-3, 3), "a": (-3, 3)}, 6, fixed={"e": e0},
                       cross_check=False)
-    ax = basin_map(grid)
+    ax = basin_map(grid, landscape=basin_landscape(grid))
     rows = _overlaid_points(ax, ("w", "a"), {"e": e0}, ("e", "w", "a"))
     assert rows, "the global-minimum curve crosses the slice and must be drawn"
 
@@ -412,13 +429,189 @@ def test_basin_slice_keeps_the_users_number():
     """The fixed value enters exactly (its float64 value), never rounded to a 'simple' number."""
     import sympy as sp
 
-    from flowlab.models import param_symbol
-    from flowlab.plots import _sliced_model
+    from flowlab.systems.markov.landscape import sliced_model
+    from flowlab.systems.markov.models import param_symbol
 
     full = get_model("ewa")
     a = param_symbol("a")
     for v in (0.1, 0.7071067811865476, 1 / 3):
-        logit = _sliced_model(full, {"a": v}).logit
+        logit = sliced_model(full, {"a": v}).logit
         assert sp.simplify(logit - full.logit.subs(a, sp.Rational(v))) == 0
         assert sp.Rational(v) == sp.Rational(*float(v).as_integer_ratio())
         assert sp.simplify(logit - full.logit.subs(a, sp.nsimplify(v))) != 0
+
+
+# ----------------------------------------------------------- plots take results (issue 12)
+def _imports_of(path):
+    """Every module a file imports (module level and inside functions), resolved to absolute names."""
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative to the plots package
+                base = ".".join(["flowlab", "plots"][: 3 - node.level] + ([base] if base else []))
+            out += [base] + [f"{base}.{a.name}" for a in node.names]
+    return out
+
+
+def test_the_plots_package_imports_nothing_of_a_system():
+    """flowlab.plots draws results: no import of flowlab.systems/symbolic/engine (its error type excepted)."""
+    from pathlib import Path
+
+    import flowlab.plots
+
+    files = sorted(Path(flowlab.plots.__file__).parent.glob("*.py"))
+    assert {f.name for f in files} >= {"markov.py", "cooccurrence.py", "ntp_order.py"}
+    for f in files:
+        names = _imports_of(f)
+        bad = [n for n in names if n.split(".")[:2] in (["flowlab", "systems"], ["flowlab", "symbolic"])
+               or (n.startswith("flowlab.engine") and not n.startswith("flowlab.engine.errors"))]
+        assert not bad, (f.name, bad)
+    # and the contract in setup.cfg says the same
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(flowlab.plots.__file__).parents[2] / "setup.cfg")
+    contract = cfg["importlinter:contract:plots-take-results"]
+    assert contract["type"] == "forbidden" and contract["source_modules"].split() == ["flowlab.plots"]
+    assert set(contract["forbidden_modules"].split()) == {"flowlab.systems", "flowlab.symbolic", "flowlab.engine"}
+
+
+def _assert_same_sets(drawn, crit):
+    assert [(s.kind, s.dimension, s.loss) for s in drawn.sets] == [(s.kind, s.dimension, s.loss) for s in crit.sets]
+    for d, s in zip(drawn.sets, crit.sets):
+        np.testing.assert_array_equal(d.points, np.asarray(s.points, float))
+
+
+def test_a_landscape_carries_what_the_figure_draws_and_pickles(chain):
+    import pickle
+
+    model = get_model("ew")
+    land = landscape(model, chain, extent=BOX, resolution=41)
+    # the critical sets are those of the same chain, each 1-D set's polylines through its samples
+    _assert_same_sets(land.overlay, critical_sets(model, chain, BOX))
+    for s in land.overlay.sets:
+        if s.dimension == 1:
+            assert sorted(map(tuple, np.concatenate(s.lines))) == sorted(map(tuple, np.unique(s.points, axis=0)))
+    glob = next(s for s in land.overlay.sets if s.kind == "global_min")
+    assert not glob.unigram and next(s for s in land.overlay.sets if s.kind == "local_min").unigram
+    # the field is the closed-form energy (undefined on w = 0, whose grid line is exactly 0)
+    X, Y = np.meshgrid(land.x, land.y)
+    assert land.quantity == "E" and land.values.shape == (41, 41) and np.any(land.y == 0.0)
+    with np.errstate(all="ignore"):
+        want = energy(X, Y)
+    ok = Y != 0
+    np.testing.assert_allclose(land.values[ok], want[ok], rtol=1e-12, atol=1e-12)
+    assert np.all(np.isnan(land.values[~ok]))
+    # the separatrix: one level at E(saddle), branches starting at the saddle and lying below it
+    (sep,) = land.separatrix
+    assert abs(sep.level - SEP) <= 1e-9 and len(sep.branches) == 2
+    np.testing.assert_allclose(sep.saddles, [[0.0, W_SADDLE]], atol=1e-12)
+    for b in sep.branches:
+        np.testing.assert_allclose(b[0], [0.0, W_SADDLE], atol=1e-12)
+        assert np.all(b[:, 1] <= W_SADDLE + 1e-9)
+    # the direction field is -grad L / |grad L| (central differences of the loss, MODELS.md section 2)
+    d = land.direction
+    assert d.kind == "stream" and d.u.shape == (60, 60)
+    loss = _ew_loss(P, Q)
+    i, j, h = 7, 41, 1e-5
+    e, w = d.x[i], d.y[j]
+    g = -np.array([loss(e + h, w) - loss(e - h, w), loss(e, w + h) - loss(e, w - h)]) / (2 * h)
+    np.testing.assert_allclose([d.u[j, i], d.v[j, i]], g / np.hypot(*g), atol=1e-6)
+    back = pickle.loads(pickle.dumps(land))
+    np.testing.assert_array_equal(back.values, land.values)
+    assert back.overlay.sets[0].kind == land.overlay.sets[0].kind and back.as_dict()["quantity"] == "E"
+    assert json.loads(json.dumps(land.as_dict(), allow_nan=False))["values"][20][0] is None  # E undefined on w = 0
+    assert land.status == "ok" and "critical sets" in land.message
+
+
+def _ew_loss(p, q):
+    """The loss of ew written here from MODELS.md: the expected cross-entropy of sigma(b + D x), D = e^2 (1 + 2 w|w|),
+    at the optimal bias b (the root of its derivative, pi_0 (sigma(b) - p) + pi_1 (sigma(b + D) - (1 - q)) = 0)."""
+    from scipy.optimize import brentq
+
+    pi1 = p / (p + q)
+    sig = lambda z: 0.5 * (1 + math.tanh(z / 2))
+
+    def loss(e, w):
+        d = e * e * (1 + 2 * w * abs(w))
+        b = brentq(lambda b: (1 - pi1) * (sig(b) - p) + pi1 * (sig(b + d) - (1 - q)), -60, 60, xtol=1e-15, rtol=1e-15)
+        out = 0.0
+        for z, pi, p1 in ((b, 1 - pi1, p), (b + d, pi1, 1 - q)):  # P(next = 1 | x = 0), P(next = 1 | x = 1)
+            out += pi * (p1 * np.logaddexp(0.0, -z) + (1 - p1) * np.logaddexp(0.0, z))
+        return out
+
+    return loss
+
+
+def test_slice_and_flows_3d_results_pickle_and_carry_their_sets(ewa_slice):
+    import pickle
+
+    p, q, a0 = SLICE_PQ_A
+    chain = MarkovChain(p, q)
+    grid = ewa_slice[0]
+    sl = pickle.loads(pickle.dumps(ewa_slice[1]))
+    assert sl.status == "ok" and sl.fixed == {"a": a0} and sl.params == ("e", "w")
+    (saddle,) = [s for s in sl.overlay.sets if s.kind == "saddle"]
+    clip = min(max(0.5 + a0 * (p / (p + q) - 0.5), 0.0), 1.0)
+    np.testing.assert_allclose(saddle.points[0], [0.0, -math.sqrt(1 / (4 * clip))], atol=1e-6)
+    assert json.loads(json.dumps(sl.as_dict(), allow_nan=False))["fixed"] == {"a": a0}
+    # a Slice belongs to its own slice, a Landscape to a full grid
+    with pytest.raises(FlowlabInputError, match="Slice"):
+        basin_map(grid, landscape=landscape(get_model("ew"), chain, resolution=10))
+    with pytest.raises(FlowlabInputError, match="full model"):
+        basin_landscape(grid, critical_sets(get_model("ew"), chain, BOX))
+    model = get_model("ewb")
+    starts = [[1.0, -2.0, 0.5], [0.3, 0.3, -0.5]]
+    bundle = pickle.loads(pickle.dumps(flows_3d(model, chain, starts, t_max=50.0)))
+    for r, s in zip(bundle.flows, starts):
+        np.testing.assert_array_equal(r.theta, gradient_flow(model, chain, s, t_max=50.0).theta)
+    assert bundle.counts["total"] == 2 and sum(v for k, v in bundle.counts.items() if k != "total") == 2
+    assert len(json.loads(json.dumps(bundle.as_dict(), allow_nan=False))["flows"]) == 2
+    _assert_same_sets(bundle.overlay, critical_sets(model, chain, bundle.box))
+
+
+def test_figures_refuse_an_analysis_input_they_cannot_draw(chain, crit):
+    with pytest.raises(FlowlabInputError, match="CriticalOverlay"):
+        critical_overlay(crit)
+    with pytest.raises(FlowlabInputError, match="Landscape"):
+        energy_landscape(crit)
+    with pytest.raises(FlowlabInputError, match="Flows3D"):
+        flow_3d(crit)
+
+
+def test_cooccurrence_balancing_figure_draws_the_ratio_the_trajectory_carries():
+    from flowlab.plots import cooccurrence as cplots
+    from flowlab.systems.cooccurrence.trajectory import Trajectory
+
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    g = np.array([[4.0, 1.0, 1.0, 1.0], [3.0, 1.0, 2.0, 2.0], [2.0, 2.0, 1.0, 1.0], [5.0, 1.0, 1.0, 6.0]])
+    T = len(t)
+    traj = Trajectory(engine="gram", settings={}, t=t, loss=np.ones(T), loss_by_type=np.ones((T, 4)),
+                      G=np.zeros((T, 3)), attention=np.zeros((T, 3, 3)), value_gram=np.zeros((T, 3, 3)),
+                      attention_deviation=np.zeros(T), g_by_type=g, margins=np.ones((T, 2)), invariants=np.zeros((T, 2)))
+    # R = (g2 + g3 + g4 - g1) / (g1 - g2), undefined (NaN) where g1 <= g2
+    np.testing.assert_allclose(traj.balancing, [-1 / 3, 1.0, np.nan, 3 / 4], equal_nan=True)
+    ax = cplots.balancing(traj)
+    (line,) = by_gid(ax, "ratio")
+    np.testing.assert_array_equal(line.get_ydata(), traj.balancing[1:])  # t > 0 only (log time axis)
+
+
+def test_ntp_order_norm_figure_draws_the_fitted_line_the_fit_carries():
+    from types import SimpleNamespace
+
+    from flowlab.plots import ntp_order as nplots
+    from flowlab.systems.ntp_order.measure import fit_rate
+
+    t = np.linspace(0.0, 100.0, 51)
+    norm = 0.05 * t + 3.0 + np.where(t < 10, 0.5, 0.0)  # a line from t = 10 on (the fit window)
+    fit = fit_rate(t, norm, "linear")
+    assert fit.value == pytest.approx(0.05, rel=1e-12) and fit.intercept == pytest.approx(3.0, rel=1e-12)
+    trace = SimpleNamespace(t=t, norm=norm, method="gd")
+    ax = nplots.stage_norm(trace, SimpleNamespace(norm_slope=fit), stage=1)
+    (fitted,) = [ln for ln in ax.get_lines() if ln.get_label() == "linear fit"]
+    np.testing.assert_allclose(fitted.get_ydata(), 0.05 * t + 3.0, rtol=1e-12)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from flowlab import MarkovChain, NumericModel, derive, get_model
-from flowlab.cli import main
-from flowlab.errors import FlowlabInputError
-from flowlab.models import user_model
+from flowlab.cli.app import main
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.systems.markov.models import user_model
 
 EW_TEXT = "e**2*(1 + 2*w*Abs(w))*x - e**2/2"
 
@@ -28,9 +28,9 @@ def test_typing_the_ew_logit_reproduces_ew_exactly():
 
 
 def test_user_model_through_flow_critical_and_basins():
-    from flowlab.basins import basin_grid
-    from flowlab.critical import critical_sets
-    from flowlab.flow import gradient_flow
+    from flowlab.systems.markov.basins import basin_grid
+    from flowlab.systems.markov.critical import critical_sets
+    from flowlab.systems.markov.flow import gradient_flow
 
     model = user_model("x*(u**3/3 - u - v**3/3 + v)", "u,v")
     chain = MarkovChain(0.9, 0.9)
@@ -94,7 +94,7 @@ def test_cli_context_and_kernel(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert abs(out["loss"] - np.log(3)) < 1e-12  # uniform prediction: log k
     assert main(["chain", "--kernel", str(kernel), "--json"]) == 0
-    facts = json.loads(capsys.readouterr().out)
+    facts = json.loads(capsys.readouterr().out)["chain"]
     assert np.allclose(facts["stationary"], 1 / 3)
     assert main(["eval", "--kernel", str(kernel), "--logits", "0; u", "--params", "u", "--at", "u=0"]) == 2
 
@@ -102,7 +102,7 @@ def test_cli_context_and_kernel(tmp_path, capsys):
 # ---------------------------------------------------------------- issue 11 item 4: reserved names
 
 def _all_reserved():
-    from flowlab.models import reserved_names
+    from flowlab.systems.markov.models import reserved_names
 
     return sorted(reserved_names()) + ["x0", "x1", "x17"]
 
@@ -110,8 +110,8 @@ def _all_reserved():
 def test_every_reserved_name_is_refused_at_every_level():
     import sympy as sp
 
-    from flowlab.models import Model, param_symbol
-    from flowlab.parse import parse_params
+    from flowlab.systems.markov.logit import parse_params
+    from flowlab.systems.markov.models import Model, param_symbol
 
     names = _all_reserved()
     for must in ("p", "q", "D", "s", "t", "x", "m", "b", "sigmoid", "softplus", "profiled_logit0", "exp",
@@ -136,8 +136,8 @@ def test_reserved_names_through_the_cli_exit_2_with_one_line(name, capsys):
 
 def test_compiled_code_calls_only_reserved_names():
     """Drift check: every global name the compiled preset functions use is reserved."""
-    from flowlab.models import reserved_names
-    from flowlab.numeric import compile_model
+    from flowlab.systems.markov.models import reserved_names
+    from flowlab.systems.markov.numeric import compile_model
 
     for preset in ("ew", "ewb"):  # ewa's Max and Heaviside are in the probe of compiled_names (ewa compiles slowly)
         c = compile_model(get_model(preset))
@@ -161,7 +161,7 @@ def test_unreserved_names_compile_to_the_same_loss():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from flowlab.models import reserved_names
+    from flowlab.systems.markov.models import reserved_names
 
     chain = MarkovChain(0.2, 0.3)
     ref = NumericModel(get_model("ew"), chain)
@@ -201,10 +201,11 @@ def test_a_user_model_named_like_a_preset_is_never_replaced_by_it():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowlab import plots
-    from flowlab.basins import basin_grid
-    from flowlab.critical import critical_sets
-    from flowlab.flow import gradient_flow
+    from flowlab.plots import markov as plots
+    from flowlab.systems.markov.basins import basin_grid
+    from flowlab.systems.markov.critical import critical_sets
+    from flowlab.systems.markov.flow import gradient_flow
+    from flowlab.systems.markov.landscape import basin_landscape, landscape
 
     model = user_model(TWICE_TEXT, "e,w", name="ew")
     assert model.name == "ew" and model != get_model("ew")
@@ -233,8 +234,9 @@ def test_a_user_model_named_like_a_preset_is_never_replaced_by_it():
         xy = np.concatenate([np.asarray(a.get_xydata(), float) for a in lines])
         return xy[np.all(np.isfinite(xy), axis=1)]
 
-    for ax in (plots.basin_map(grid), plots.trajectories([flow], background="energy", extent=box),
-               plots.energy_landscape(flow.model, chain, extent=box, resolution=30)):
+    for ax in (plots.basin_map(grid, landscape=basin_landscape(grid)),
+               plots.trajectories([flow], background=landscape(flow.model, flow.chain, extent=box)),
+               plots.energy_landscape(landscape(flow.model, chain, extent=box, resolution=30))):
         np.testing.assert_allclose(_twice_gap(drawn_global(ax)), d_star, atol=1e-6)
         plt.close(ax.figure)
     assert "ew" in plots.loss_curve(flow).get_lines()[0].get_label()

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...fit import line_fit
-from .trajectory import _jsonable, first_correct_time
+from flowlab.engine.fit import line_fit
+
+from .trajectory import _jsonable, balancing_ratio, first_correct_time
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,6 @@ def settled_from(t: np.ndarray, ok: np.ndarray) -> float | None:
         return None
     bad = np.flatnonzero(~ok)
     return float(t[0] if bad.size == 0 else t[bad[-1] + 1])
-
-
-def balancing_ratio(g_by_type: np.ndarray) -> np.ndarray:
-    """R(t) = (Σ_{I₂∪I₃∪I₄} g − Σ_{I₁} g) / (Σ_{I₁} g − Σ_{I₂} g) (NaN where the denominator is ≤ 0)."""
-    g = np.asarray(g_by_type, dtype=np.float64)
-    num = g[:, 1] + g[:, 2] + g[:, 3] - g[:, 0]
-    den = g[:, 0] - g[:, 1]
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def balancing_gap(g_by_type: np.ndarray) -> np.ndarray:
@@ -314,7 +307,7 @@ def run_engine(engine: str, *, n=60, L=5, d=64, m=128, m1=256, seed=0, t_max=PAP
     (σ_0 = 1/√(Lm), σ_1 = 1/√m1; T₁ located by an event) to t_max; ``reduced``: the 13-scalar
     phase model (same σ's) to t_max.
     """
-    from ...errors import FlowlabInputError
+    from flowlab.engine.errors import FlowlabInputError
 
     if engine not in ENGINES:
         raise FlowlabInputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -355,7 +348,7 @@ MAX_RUN = {"n": 10_000, "m": 10**7, "m1": 10**7, "t_max": 1e5}
 
 
 def _check_run_size(n, m, m1, t_max) -> None:
-    from ...errors import FlowlabInputError
+    from flowlab.engine.errors import FlowlabInputError
 
     for name, value in (("n", n), ("m", m), ("m1", m1), ("t_max", t_max)):
         if isinstance(value, (int, float)) and value > MAX_RUN[name]:

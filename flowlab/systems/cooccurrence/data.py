@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._checks import integer
-from ...errors import FlowlabInputError
+from flowlab.engine.checks import integer
+from flowlab.engine.errors import FlowlabInputError
 
 #: Type probabilities of Def. 2.1 (I_1..I_4) and labels.
 TYPE_PROBABILITIES = (0.5, 1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..._checks import integer, real_number
-from ...errors import FlowlabInputError
-from ...fit import line_fit
+from flowlab.engine.checks import integer, real_number
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.engine.fit import line_fit
+
 from .data import training_set
 from .full import PAPER_INIT, gradient_descent, gradient_flow, init_weights
 from .gram import gram_flow, grams_from_weights, time_unit, wishart_grams
@@ -68,7 +69,7 @@ class CompareResult:
         return _jsonable({"settings": self.settings, "max_rel_diff": self.max_rel_diff,
                           "invariant_drift": self.invariant_drift,
                           "T1": {r.engine: r.T1 for r in runs},
-                          "loss_final": {r.engine: r.loss[-1] for r in runs},
+                          "final_loss": {r.engine: r.loss[-1] for r in runs},
                           "status": self.status, "message": self.message})
 
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._checks import finite_array, integer, real_number
-from ...errors import FlowlabInputError
+from flowlab.engine.checks import finite_array, integer, real_number
+from flowlab.engine.errors import FlowlabInputError
+
 from .trajectory import Trajectory, forward, g_of, loss_gradients, observables, softplus_neg
 
 #: Initialisation schemes; the paper's experiment uses ``PAPER_INIT``.

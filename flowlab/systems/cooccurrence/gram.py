@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._checks import finite_array, integer, real_number
-from ...errors import FlowlabInputError
+from flowlab.engine.checks import finite_array, integer, real_number
+from flowlab.engine.errors import FlowlabInputError
+
 from .full import Weights, check_weights, init_scales, single_thread_blas
 from .trajectory import Trajectory, forward, loss_gradients, observables, softplus_neg
 

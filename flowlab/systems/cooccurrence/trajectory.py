@@ -34,6 +34,14 @@ def g_of(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 - np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
+def balancing_ratio(g_by_type: np.ndarray) -> np.ndarray:
+    """R(t) = (Σ_{I₂∪I₃∪I₄} g − Σ_{I₁} g) / (Σ_{I₁} g − Σ_{I₂} g) (NaN where the denominator is ≤ 0)."""
+    g = np.asarray(g_by_type, dtype=np.float64)
+    num = g[:, 1] + g[:, 2] + g[:, 3] - g[:, 0]
+    den = g[:, 0] - g[:, 1]
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
 def pair_index(tokens: np.ndarray, d: int) -> np.ndarray:
     """Flat indices x_k·d + x_l into A.ravel() of every (key k, query l) pair, shape (n, L, L)."""
     return tokens[:, :, None] * d + tokens[:, None, :]
@@ -205,6 +213,11 @@ class Trajectory:
         """First recorded time at which every sample is correctly classified (None if never)."""
         return first_correct_time(self.t, self.margins)
 
+    @property
+    def balancing(self) -> np.ndarray:
+        """The balancing ratio R(t) at every recorded time (:func:`balancing_ratio` of ``g_by_type``)."""
+        return balancing_ratio(self.g_by_type)
+
     def invariant_drift(self) -> list[float]:
         """Relative drift of the two conserved quantities along the run (see relative_drift)."""
         return relative_drift(self.invariants, self.extra.get("invariant_scale"))
@@ -228,8 +241,8 @@ class Trajectory:
             "n_times": int(self.t.size),
             "t_final": self.t[-1],
             "T1": self.T1,
-            "loss_initial": self.loss[0],
-            "loss_final": self.loss[-1],
+            "initial_loss": self.loss[0],
+            "final_loss": self.loss[-1],
             "loss_by_type_final": self.loss_by_type[-1],
             "G_final": self.G[-1],
             "attention_final": self.attention[-1],

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._checks import integer
-from ...errors import FlowlabInputError
+from flowlab.engine.checks import integer
+from flowlab.engine.errors import FlowlabInputError
 
 #: Size limits of a dataset (generated or loaded).
 LIMITS = {"vocab": 128, "sentences": 100_000, "length": 64, "file_bytes": 50_000_000}
@@ -283,7 +283,7 @@ def load(path) -> OrderDataset:
 
 def save(data: OrderDataset, path) -> Path:
     """Write ``data`` as JSON, atomically."""
-    from ...io import atomic_write_text, to_json
+    from flowlab.engine.io import atomic_write_text, to_json
 
     return atomic_write_text(path, to_json(data.as_dict()))
 

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import FlowlabInputError
-from ...fit import line_fit
-from . import model
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.engine.fit import line_fit
+from flowlab.systems.ntp_order import model
+
 from .training import settings_with_defaults, train_two_stage
 
 #: Values below this are float64 rounding, not signal, and are left out of the fits.
@@ -37,7 +38,11 @@ CHECKS = {"cos_ov": 0.999, "cos_kq": 0.99, "norm_r2": 0.99, "unseen_implied": 1.
 
 @dataclass(frozen=True)
 class Fit:
-    """A fitted rate: ``value``, ``r2``, the points used and the window of t."""
+    """A fitted rate: ``value``, ``r2``, the points used and the window of t.
+
+    ``intercept``: the least-squares line's intercept in the fitted coordinates (y for a linear
+    fit, log y for power and geometric ones), so that a figure draws the line without refitting.
+    """
 
     value: float | None
     r2: float | None
@@ -46,6 +51,7 @@ class Fit:
     dropped: int
     status: str
     message: str
+    intercept: float | None = None
 
     def as_dict(self) -> dict:
         return {"value": self.value, "r2": self.r2, "points": self.points, "window": list(self.window),
@@ -55,8 +61,8 @@ class Fit:
 def _least_squares(x: np.ndarray, y: np.ndarray, window, dropped: int, transform) -> Fit:
     if x.size < 3 or np.ptp(x) == 0:
         return Fit(None, None, int(x.size), window, dropped, "undetermined", "fewer than 3 usable points")
-    slope, _, r2 = line_fit(x, y)
-    return Fit(transform(slope), r2, int(x.size), window, dropped, "fitted", "least squares")
+    slope, intercept, r2 = line_fit(x, y)
+    return Fit(transform(slope), r2, int(x.size), window, dropped, "fitted", "least squares", intercept)
 
 
 def fit_rate(t: np.ndarray, y: np.ndarray, kind: str, fit_from: float = 0.1) -> Fit:
@@ -118,7 +124,10 @@ def summarise_stage(trace, fit_from: float = 0.1) -> StageSummary:
 
 
 def accuracy(data, W_ov: np.ndarray, W_kq: np.ndarray) -> dict:
-    """Fraction of correct next tokens per group (None when the group is empty or has no labels)."""
+    """Fraction of correct next tokens per group (None when the group is empty or has no labels).
+
+    ``counts``: sentences per group and their ``total``.
+    """
     names = {"train": "train", "implied": "unseen_implied", "not_implied": "unseen_not_implied"}
     out = {}
     for kind, name in names.items():
@@ -128,7 +137,8 @@ def accuracy(data, W_ov: np.ndarray, W_kq: np.ndarray) -> dict:
             continue
         batch = model.make_batch(sentences, labels, data.optima(kind), data.vocab)
         out[name] = float(np.mean(model.predict(W_ov, W_kq, batch) == labels))
-    out["counts"] = {name: len(data.group(kind)) for kind, name in names.items()}
+    counts = {name: len(data.group(kind)) for kind, name in names.items()}
+    out["counts"] = {**counts, "total": sum(counts.values())}
     return out
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import FlowlabInputError
+from flowlab.engine.errors import FlowlabInputError
 
 #: The stage-2 losses (training.py): the model's next-token cross-entropy with W_ov fixed, or the
 #: cross-entropy of the attention on the optimal token, −log Σ_{t: x_t = x*} φ_t.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import FlowlabInputError
+from flowlab.engine.errors import FlowlabInputError
 
 #: Largest |closed form − QP| accepted for W_ov* (Clarabel's default tolerances are ~1e-8).
 OV_QP_TOLERANCE = 1e-6

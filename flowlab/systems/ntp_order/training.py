@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..._checks import integer, real_number
-from ...errors import FlowlabInputError
-from . import model
+from flowlab.engine.checks import integer, real_number
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.systems.ntp_order import model
 
 METHODS = ("normalized", "gd", "flow")
 INITS = ("gaussian", "zero")

@@ -1,0 +1,506 @@
+"""Basins of convergence of any :class:`~flowlab.engine.system.System`: which starts reach a global minimum.
+
+Labels: 1 = reaches a global minimum, 0 = reaches a non-global minimum, -1 = undetermined.
+
+**Flow method.** Many initial points are integrated at once by
+:func:`flowlab.engine.batch.integrate_batch` (per-point adaptive Dormand-Prince) and each stops as
+soon as its fate is decided, from the system's :class:`~flowlab.engine.system.Reference` only:
+
+* label 1 (*proved*) when the reference is ``complete`` (its ``levels`` hold every non-global
+  critical value on the whole parameter space) and L(theta) < L_ng - margin, L_ng the lowest of
+  them (+inf when there is none): the loss never increases along the flow, so the limit is a
+  critical point with a loss below every non-global one. When the reference is not complete,
+  label 1 (*reached*) needs |grad L| <= ``grad_tol`` and L - optimal_loss <= ``loss_tol``;
+* label 0 (*entered*: checked at one point, not a proof) when |grad L| <= ``grad_tol``,
+  L - optimal_loss > ``loss_tol``, no Hessian eigenvalue below -``hess_tol`` and at least n - d
+  eigenvalues >= ``curvature_min`` (d = ``reference.set_dimension``, 0 when unknown): there a
+  Morse-Bott minimum set attracts;
+* otherwise it runs on; at ``t_max`` it is **undetermined** (near a saddle, on a separatrix, or a
+  time limit too short) and counted as such, never guessed.
+
+With no optimal loss known (``optimal_loss`` None) nothing is *reached* and nothing *entered*.
+A reference whose losses cannot tell the sets apart (``unresolved``) or where every critical point
+is global (``all_global``) is refused. Nothing here knows what the loss means.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from flowlab.engine.checks import integer, real_number
+from flowlab.engine.errors import FlowlabInputError
+from flowlab.engine.system import Reference
+
+GLOBAL, NONGLOBAL, UNDETERMINED = 1, 0, -1
+#: Refuse grids or samples above this many points outright (int8 labels: 1 byte each).
+MAX_POINTS = 2**27
+#: Points of the pilot run that estimates the time of a labelling before it starts.
+PILOT_POINTS = 1024
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """How the flow method integrates and decides."""
+
+    t_max: float = 1e4
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    grad_tol: float = 1e-7
+    hess_tol: float = 1e-9
+    curvature_min: float = 1e-3
+    loss_margin: float = 1e-12
+    decide_every: int = 2
+    chunk: int = 65536
+
+    def __post_init__(self):
+        for name in ("t_max", "rtol", "atol", "grad_tol", "hess_tol", "curvature_min"):
+            if real_number(getattr(self, name), name) <= 0:
+                raise FlowlabInputError(f"{name} must be positive, got {getattr(self, name)}")
+        integer(self.chunk, "chunk")
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class BoxSets:
+    """The critical sets found in the box, for display (the labels never rely on them).
+
+    ``global_min``/``local_min``: descriptions of the sets of each kind; ``saddle_points``: isolated
+    saddles; ``complete``: whether the list is known to be exhaustive in the box; ``outside_box``:
+    sets of the whole space with no point in the box.
+    """
+
+    global_min: tuple[str, ...] = ()
+    local_min: tuple[str, ...] = ()
+    saddle_points: tuple[tuple[float, ...], ...] = ()
+    complete: bool = False
+    outside_box: tuple[str, ...] = ()
+
+
+def proof_level(reference: Reference) -> float | None:
+    """L_ng for the *proved* rule: the lowest non-global level (+inf: none) of a complete reference, else None."""
+    if not reference.complete:
+        return None
+    level = reference.nonglobal_level
+    return math.inf if level is None else float(level)
+
+
+def _json_level(level):
+    return None if level is None or math.isinf(level) else level
+
+
+def label_rules(reference: Reference, sets: BoxSets = BoxSets()) -> dict:
+    """What each label means and the rule that gives it (the ``labels`` entry of the JSON)."""
+    level = proof_level(reference)
+    rule1 = ("proved for the exact flow: the loss fell below L_ng, the lowest non-global critical value on the "
+             "whole parameter space, and the loss never increases along the flow, so a limit point can only be "
+             "a global minimum (the integrated point carries the integrator's error)" if level is not None else
+             "reached: |grad L| <= grad_tol and L - optimal_loss <= loss_tol (no complete list of the non-global "
+             "levels is known, so nothing is concluded earlier)")
+    rule0 = ("entered (checked at one point, not proved): |grad L| <= grad_tol, L - optimal_loss > loss_tol, no "
+             "Hessian eigenvalue below -hess_tol and at least n - d eigenvalues >= curvature_min, "
+             f"d = {reference.set_dimension if level is not None else 0} the largest dimension of a critical component")
+    return {
+        "1": {"meaning": "reaches a global minimum (the optimal loss)", "sets": list(sets.global_min), "rule": rule1},
+        "0": {"meaning": "reaches a non-global minimum", "sets": list(sets.local_min),
+              "loss": _json_level(level), "rule": rule0},
+        "-1": {"meaning": "undetermined (not decided by t_max)"},
+        "nonglobal_level": {"value": _json_level(level), "exists": level is not None and not math.isinf(level),
+                            "how": reference.source},
+        "loss_tolerance": reference.loss_tol,
+        "critical_sets_complete": bool(sets.complete),
+        "critical_sets_outside_box": list(sets.outside_box),
+    }
+
+
+def check_reference(reference: Reference, what: str = "basins") -> None:
+    """Refuse a reference on which no global/local verdict can rest."""
+    if not isinstance(reference, Reference):
+        raise FlowlabInputError(f"reference must be a flowlab.engine.system.Reference, got {type(reference).__name__}")
+    if reference.all_global:
+        raise FlowlabInputError(f"every critical point is a global minimum ({reference.all_global}): {what} are "
+                                "not defined")
+    if reference.unresolved:
+        raise FlowlabInputError(f"{what}: no global/local verdict can be given ({reference.unresolved})")
+
+
+# ------------------------------------------------------------------------------ flow method
+def _rows(fn, y: np.ndarray, trailing: tuple) -> np.ndarray:
+    """fn on the finite rows of y (NaN on the others: they fail alone), without warnings."""
+    ok = np.all(np.isfinite(y), axis=1)
+    with np.errstate(all="ignore"):
+        if ok.all():
+            return np.asarray(fn(y), dtype=np.float64).reshape((len(y),) + trailing)
+        out = np.full((len(y),) + trailing, np.nan)
+        if ok.any():
+            out[ok] = np.asarray(fn(y[ok]), dtype=np.float64).reshape((int(ok.sum()),) + trailing)
+    return out
+
+
+class _Decider:
+    """The decision rule of the module docstring, as ``decide(y, f)`` for integrate_batch (f = -grad L)."""
+
+    def __init__(self, system, reference: Reference, settings: FlowSettings, n: int):
+        self.system, self.s = system, settings
+        self.level = proof_level(reference)
+        self.optimal, self.tol = reference.optimal_loss, reference.loss_tol
+        self.need = n - (reference.set_dimension if self.level is not None else 0)
+
+    def __call__(self, y, f):
+        s = self.s
+        loss = _rows(self.system.loss, y, ())
+        small = np.sqrt(np.sum(f * f, axis=1)) <= s.grad_tol
+        out = np.full(len(y), UNDETERMINED, dtype=np.int8)
+        if self.level is not None:  # proved: below every non-global critical value, only a global minimum remains
+            out[loss < self.level - s.loss_margin] = GLOBAL
+        if self.optimal is None:
+            return out
+        if self.level is None:  # reached: converged onto the global level
+            out[small & (loss - self.optimal <= self.tol)] = GLOBAL
+        cand = (out == UNDETERMINED) & small & (loss - self.optimal > self.tol)
+        if np.any(cand):
+            idx = np.flatnonzero(cand)
+            lam = np.linalg.eigvalsh(self.system.hessian(y[idx]))
+            ok = np.all(lam >= -s.hess_tol, axis=1) & (np.sum(lam >= s.curvature_min, axis=1) >= self.need)
+            out[idx[ok]] = NONGLOBAL
+        return out
+
+
+def flow_labels(system, points, reference: Reference, settings: FlowSettings, *, progress=None):
+    """Labels of the rows of ``points`` by the flow method; returns (labels int8, stats)."""
+    from flowlab.engine.batch import integrate_batch
+
+    points = np.asarray(points, dtype=np.float64)
+    n = points.shape[1]
+    decide = _Decider(system, reference, settings, n)
+
+    def rhs(y):  # non-finite rows fail those points only (counted in the stats)
+        return -_rows(system.gradient, y, (n,))
+
+    labels = np.empty(len(points), dtype=np.int8)
+    stats = {"rhs_rows": 0, "steps": 0, "failed": 0, "t_max_reached": 0}
+    done = 0
+    for start in range(0, len(points), settings.chunk):
+        chunk = points[start : start + settings.chunk]
+        res = integrate_batch(
+            rhs, chunk, t_max=settings.t_max, rtol=settings.rtol, atol=settings.atol, decide=decide,
+            decide_every=settings.decide_every,
+            progress=(lambda k, base=done: progress(base + k)) if progress else None,
+        )
+        labels[start : start + len(chunk)] = res.label
+        stats["rhs_rows"] += int(res.n_rhs_rows)
+        stats["steps"] += int(res.steps.sum())
+        stats["failed"] += int(np.sum(res.status == -1))
+        stats["t_max_reached"] += int(np.sum(res.status == 0))
+        done += len(chunk)
+    return labels, stats
+
+
+def refuse_if_slow(system, points, reference, settings, max_seconds: float, what: str, advice: str) -> None:
+    """Refuse, before the work, a labelling estimated (from a pilot of up to 1024 of the points) to take
+    longer than ``max_seconds``. Up to 1024 points the pilot would be the work itself: nothing to estimate."""
+    if len(points) <= PILOT_POINTS:
+        return
+    t1 = time.perf_counter()
+    pilot = points[np.random.default_rng(0).choice(len(points), PILOT_POINTS, replace=False)]
+    flow_labels(system, pilot, reference, settings)
+    rate = len(pilot) / max(time.perf_counter() - t1, 1e-9)
+    estimate = len(points) / rate
+    if estimate > max_seconds:
+        raise FlowlabInputError(
+            f"the {len(points)}-point {what} would take about {estimate:.0f} s at {rate:.0f} points/s "
+            f"(pilot of {len(pilot)} points), above max_seconds={max_seconds!r}; {advice} or raise max_seconds"
+        )
+
+
+def label_points(system, points, reference, settings, *, max_seconds, quiet, desc, what, advice):
+    """:func:`refuse_if_slow`, then :func:`flow_labels` with a tqdm bar on stderr (unless ``quiet``)."""
+    from tqdm.auto import tqdm
+
+    refuse_if_slow(system, points, reference, settings, max_seconds, what, advice)
+    with tqdm(total=len(points), desc=desc, disable=quiet, file=sys.stderr, unit="pt", smoothing=0.1) as bar:
+        return flow_labels(system, points, reference, settings, progress=lambda k: bar.update(k - bar.n))
+
+
+# ---------------------------------------------------------------------------- grid results
+def label_counts(label: np.ndarray) -> dict[str, int]:
+    """{"global", "nonglobal", "undetermined", "total"} of an array of labels."""
+    return {
+        "global": int(np.sum(label == GLOBAL)),
+        "nonglobal": int(np.sum(label == NONGLOBAL)),
+        "undetermined": int(np.sum(label == UNDETERMINED)),
+        "total": int(label.size),
+    }
+
+
+def _message(counts: dict, what: str) -> str:
+    return (f"{what}: {counts['global']} global, {counts['nonglobal']} non-global, "
+            f"{counts['undetermined']} undetermined of {counts['total']}")
+
+
+@dataclass(frozen=True)
+class BasinGrid:
+    """Labels on a grid: ``label[i, j, ...]`` belongs to ``axes[params[0]][i], axes[params[1]][j], ...``.
+
+    ``system`` is the system's ``describe()``; ``reference`` the levels the labels rest on; ``sets``
+    the critical sets in the box (display only). A fixed parameter has an axis of length 1.
+    """
+
+    system: dict
+    params: tuple[str, ...]
+    axes: dict[str, np.ndarray]
+    label: np.ndarray  # shape (N, ..., N), indexing="ij" in params order
+    method: str
+    reference: Reference
+    settings: dict
+    seconds: float
+    seconds_by_phase: dict = field(default_factory=dict)
+    sets: BoxSets = BoxSets()
+    cross_check: dict | None = None
+    stats: dict = field(default_factory=dict)
+
+    status: ClassVar[str] = "ok"
+
+    @property
+    def message(self) -> str:
+        return _message(self.counts(), f"{'x'.join(str(n) for n in self.label.shape)} grid, method {self.method}")
+
+    def counts(self) -> dict[str, int]:
+        return label_counts(self.label)
+
+    def fractions(self) -> dict[str, float]:
+        c = self.counts()
+        return {k: c[k] / c["total"] for k in ("global", "nonglobal", "undetermined")}
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "message": self.message,
+            **self.system,
+            "params": list(self.params),
+            "grid": {k: {"lo": float(v[0]), "hi": float(v[-1]), "n": int(v.size)} for k, v in self.axes.items()},
+            "shape": list(self.label.shape),
+            "method": self.method,
+            "settings": self.settings,
+            "reference": self.reference.as_dict(),
+            "optimal_loss": self.reference.optimal_loss,
+            "labels": label_rules(self.reference, self.sets),
+            "counts": self.counts(),
+            "fractions": self.fractions(),
+            "cross_check": self.cross_check,
+            "stats": self.stats,
+            "seconds": self.seconds,
+            "seconds_by_phase": self.seconds_by_phase,
+        }
+
+    #: The files of a saved grid; the folder holding them is the result (one atomic unit).
+    FILES: ClassVar[tuple[str, ...]] = ("basins.npz", "basins.json")
+
+    def save(self, out) -> list[Path]:
+        """Write the folder ``out`` with ``basins.npz`` (axes by parameter name + ``label``) and ``basins.json``.
+
+        The folder is one unit: built under a temporary sibling name and renamed into place
+        (:func:`flowlab.engine.io.atomic_folder`), so an interrupt never leaves a new ``basins.npz``
+        beside an old ``basins.json``. ``out`` must be new, empty or an earlier grid result.
+        """
+        import io as _io
+
+        from flowlab.engine.io import atomic_folder, atomic_write_bytes, to_json
+
+        buf = _io.BytesIO()
+        np.savez_compressed(buf, label=self.label, **{k: v for k, v in self.axes.items()})
+        payload = (buf.getvalue(), to_json(self.as_dict()).encode("utf-8"))
+        with atomic_folder(out, "basins folder", self.FILES) as tmp:
+            for name, data in zip(self.FILES, payload):
+                atomic_write_bytes(tmp / name, data)
+        return [Path(out) / name for name in self.FILES]
+
+
+def grid_axes(params, box, n: int, fixed=None, *, what: str = "the system") -> dict[str, np.ndarray]:
+    """One axis per parameter: n points over its range in ``box`` ({name: (lo, hi)}), or the single
+    value of a ``fixed`` parameter ({name: value}). Grids above :data:`MAX_POINTS` are refused."""
+    params = tuple(params)
+    n = integer(n, "grid (points per axis)", 2)
+    fixed = dict(fixed or {})
+    box = dict(box or {})
+    unknown = [k for k in fixed if k not in params]
+    clash = [k for k in fixed if k in box]
+    if unknown or clash:
+        raise FlowlabInputError(
+            f"fixed parameters must be parameters of {what} {list(params)} without a range; "
+            f"got {', '.join(unknown + clash)}"
+        )
+    if len(fixed) >= len(params):
+        raise FlowlabInputError("at least one parameter must vary over the grid")
+    fixed = {k: real_number(v, f"fixed value of {k}") for k, v in fixed.items()}
+    extra, missing = [k for k in box if k not in params], [k for k in params if k not in box and k not in fixed]
+    if extra or missing:
+        raise FlowlabInputError(f"the box needs a range (lo, hi) for each of {list(params)} that is not fixed; "
+                                f"unknown: {extra}, missing: {missing}")
+    for k, (lo, hi) in box.items():
+        if not real_number(lo, f"box lower bound of {k}") < real_number(hi, f"box upper bound of {k}"):
+            raise FlowlabInputError(f"box of {k} must have lo < hi, got {lo}:{hi}")
+    total = n ** (len(params) - len(fixed))
+    if total > MAX_POINTS:
+        raise FlowlabInputError(
+            f"a {'x'.join([str(n)] * len(params))} grid has {total:.3g} points, above the limit "
+            f"{MAX_POINTS:.3g} (labels alone would take {total / 2**30:.2g} GiB and the flow at ~1e5 points/s "
+            f"about {total / 1e5 / 3600:.2g} h); use a coarser grid or a smaller range"
+        )
+    return {k: np.array([fixed[k]]) if k in fixed else np.linspace(*map(float, box[k]), n) for k in params}
+
+
+def grid_points(axes: dict) -> np.ndarray:
+    """The (M, n) points of the grid, in the order of ``label.reshape(-1)`` (indexing ij)."""
+    return np.stack(np.meshgrid(*axes.values(), indexing="ij"), axis=-1).reshape(-1, len(axes))
+
+
+def basin_grid(system, box, grid: int = 128, *, fixed=None, reference: Reference | None = None,
+               settings: FlowSettings | None = None, max_seconds: float = 1800.0, quiet: bool = True,
+               sets: BoxSets = BoxSets(), desc: str | None = None) -> BasinGrid:
+    """Label every point of a grid over ``box`` ({name: (lo, hi)} for every parameter not ``fixed``) by the flow.
+
+    ``reference`` defaults to ``system.reference()``. A grid whose estimated time (from a pilot of
+    1024 points) exceeds ``max_seconds`` is refused before the work starts.
+    """
+    settings = settings or FlowSettings()
+    max_seconds = real_number(max_seconds, "max_seconds")
+    axes = grid_axes(system.params, box, grid, fixed, what=repr(system.name))
+    reference = system.reference() if reference is None else reference
+    check_reference(reference)
+    t0 = time.perf_counter()
+    mesh = grid_points(axes)
+    labels, stats = label_points(system, mesh, reference, settings, max_seconds=max_seconds, quiet=quiet,
+                                 desc=desc or f"basins {system.name}", what="grid", advice="use a coarser grid")
+    seconds = time.perf_counter() - t0
+    stats["points_per_s"] = len(mesh) / max(seconds, 1e-12)
+    return BasinGrid(
+        system=system.describe(), params=tuple(system.params), axes=axes,
+        label=labels.reshape([v.size for v in axes.values()]), method="flow", reference=reference,
+        settings={"grid": grid, "fixed": {k: float(v[0]) for k, v in axes.items() if v.size == 1},
+                  **settings.as_dict()},
+        seconds=seconds, seconds_by_phase={"labels": seconds}, sets=sets, stats=stats,
+    )
+
+
+# ------------------------------------------------------------------------ random starts
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    ph = k / n
+    den = 1 + z * z / n
+    mid = (ph + z * z / (2 * n)) / den
+    half = z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / den
+    # exact ends for k = 0 and k = n (mid - half is 0 or mid + half is 1 up to rounding)
+    return (0.0 if k == 0 else max(0.0, mid - half), 1.0 if k == n else min(1.0, mid + half))
+
+
+def check_gaussian(sigma, samples, n_params: int) -> tuple[float, int]:
+    """(sigma, samples) checked: sigma > 0, 1 <= samples <= :data:`MAX_POINTS`."""
+    sigma = real_number(sigma, "sigma")
+    if sigma <= 0:
+        raise FlowlabInputError(f"sigma must be positive, got {sigma}")
+    if isinstance(samples, int) and samples > MAX_POINTS:
+        raise FlowlabInputError(
+            f"{samples} draws are above the limit {MAX_POINTS} (the starts alone would take "
+            f"{samples * 8 * n_params / 2**30:.3g} GiB); use fewer samples"
+        )
+    return sigma, integer(samples, "samples", 1, MAX_POINTS)
+
+
+def gaussian_starts(sigma: float, samples: int, seed: int, n_params: int) -> np.ndarray:
+    """``samples`` draws theta0 ~ N(0, sigma^2 I) in n_params dimensions (seeded); too many are refused."""
+    sigma, samples = check_gaussian(sigma, samples, n_params)
+    seed = integer(seed, "seed", 0)
+    return np.random.default_rng(seed).normal(0.0, sigma, size=(samples, n_params))
+
+
+@dataclass(frozen=True)
+class GaussianBasin:
+    """P(reach a global minimum) for theta0 ~ N(0, sigma^2 I), from the label counts of ``samples`` draws.
+
+    ``ci95`` is the Wilson interval, widened to cover the undetermined draws: its lower end counts
+    them as not global, its upper end as global.
+    """
+
+    system: dict
+    params: tuple[str, ...]
+    sigma: float
+    samples: int
+    seed: int
+    method: str
+    reference: Reference
+    n_global: int
+    n_nonglobal: int
+    n_undetermined: int
+    seconds: float
+    seconds_by_phase: dict = field(default_factory=dict)
+    sets: BoxSets = BoxSets()
+
+    status: ClassVar[str] = "ok"
+
+    @classmethod
+    def from_labels(cls, labels, **fields) -> GaussianBasin:
+        c = label_counts(np.asarray(labels))
+        return cls(n_global=c["global"], n_nonglobal=c["nonglobal"], n_undetermined=c["undetermined"], **fields)
+
+    @property
+    def prob_global(self) -> float:
+        return self.n_global / self.samples
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return (wilson_interval(self.n_global, self.samples)[0],
+                wilson_interval(self.n_global + self.n_undetermined, self.samples)[1])
+
+    def counts(self) -> dict[str, int]:
+        return {"global": self.n_global, "nonglobal": self.n_nonglobal, "undetermined": self.n_undetermined,
+                "total": self.samples}
+
+    @property
+    def message(self) -> str:
+        lo, hi = self.ci95
+        return _message(self.counts(), f"P(global) = {self.prob_global:.4g}, 95% interval [{lo:.4g}, {hi:.4g}]")
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status, "message": self.message, **self.system, "params": list(self.params),
+            "sigma": self.sigma, "samples": self.samples, "seed": self.seed, "method": self.method,
+            "prob_global": self.prob_global, "ci95": list(self.ci95), "counts": self.counts(),
+            "reference": self.reference.as_dict(), "optimal_loss": self.reference.optimal_loss,
+            "labels": label_rules(self.reference, self.sets),
+            "seconds": self.seconds, "seconds_by_phase": self.seconds_by_phase,
+        }
+
+
+def gaussian_basin(system, sigma: float, samples: int = 1000, seed: int = 0, *, reference: Reference | None = None,
+                   settings: FlowSettings | None = None, max_seconds: float = 1800.0, quiet: bool = True,
+                   sets: BoxSets = BoxSets(), desc: str | None = None) -> GaussianBasin:
+    """P(reach a global minimum) for theta0 ~ N(0, sigma^2 I) by the flow, with a 95% interval.
+
+    More than 2^27 draws, or draws estimated (from a pilot of 1024) to take longer than
+    ``max_seconds``, are refused before the work.
+    """
+    theta = gaussian_starts(sigma, samples, seed, len(system.params))
+    max_seconds = real_number(max_seconds, "max_seconds")
+    settings = settings or FlowSettings()
+    reference = system.reference() if reference is None else reference
+    check_reference(reference, "which minimum a random initialisation reaches")
+    t0 = time.perf_counter()
+    labels, _ = label_points(system, theta, reference, settings, max_seconds=max_seconds, quiet=quiet,
+                             desc=desc or f"gaussian {system.name}", what="Gaussian sample", advice="use fewer samples")
+    seconds = time.perf_counter() - t0
+    return GaussianBasin.from_labels(
+        labels, system=system.describe(), params=tuple(system.params), sigma=float(sigma), samples=len(theta),
+        seed=seed, method="flow", reference=reference, seconds=seconds, seconds_by_phase={"labels": seconds},
+        sets=sets,
+    )

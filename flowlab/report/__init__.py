@@ -1,0 +1,1 @@
+"""``flowlab demo`` and the assembly of its report."""
