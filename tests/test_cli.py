@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ref_energy, ref_entropy_rate, ref_unigram_loss
-from flowlab import PRESETS
+from flowlab.systems.markov.models import PRESETS
 from flowlab.cli.args import parse_point
 
 

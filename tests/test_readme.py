@@ -61,7 +61,7 @@ def test_the_readme_api_examples_run(tmp_path, monkeypatch):
     assert len(blocks) == 2
     for block in blocks:
         namespace = {}
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README, not user text
+        exec(compile(block, "README.md", "exec"), namespace)  # our own README, not user text
     assert namespace["flowlab"].flow(namespace["Bowl"](), [1.0, -2.0]).reached == "global"
     assert (tmp_path / "basins-out" / "basins.json").exists()
 
