@@ -12,8 +12,6 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 import flowlab
 from flowlab.engine.io import save_figure
 from flowlab.plots import markov as plots
@@ -28,19 +26,18 @@ def main(argv=None):
 
     model = flowlab.get_model("ew")
     box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0)}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 9.6), layout="constrained")
-    grids = {}
-    for row, (p, q) in enumerate(((0.1, 0.1), (0.9, 0.9))):
+    grids, rows = {}, []
+    for p, q in ((0.1, 0.1), (0.9, 0.9)):
         chain = flowlab.MarkovChain(p, q)
         crit = flowlab.critical_sets(model, chain, box)
         grid = flowlab.basin_grid(model, chain, box, 40 if args.fast else 256)
         plane = landscape(model, chain, crit=crit, extent=box, resolution=80 if args.fast else 300)
-        plots.energy_landscape(plane, ax=axes[row, 0])
-        plots.basin_map(grid, landscape=basin_landscape(grid, crit), ax=axes[row, 1])
+        rows.append((plane, grid, basin_landscape(grid, crit)))
         f = grid.fractions()
         print(f"p={p:g}, q={q:g}: global {f['global']:.3f}, unigram {f['nonglobal']:.3f}, "
               f"undetermined {f['undetermined']:.4f}")
         grids[(p, q)] = grid
+    fig = plots.figure1_panels(rows)[0, 0].figure  # (a)-(d), one legend for the figure
     save_figure(fig, args.out, dpi=150)
     print("wrote", args.out)
     return grids

@@ -33,7 +33,7 @@ def main(argv=None):
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     results = {}
     for label, theta0 in (("small init", [0.02, 0.01]), ("guideline", [1.0, -1.5])):
-        res = flowlab.gradient_flow(model, chain, theta0, t_max=t_max)
+        res = flowlab.gradient_flow(model, chain, theta0, t_max=t_max, dense_output=400)  # smooth loss curve
         loss_curve(res, ax, label=f"{label}: {res.reached}", references=label == "small init")
         print(f"{label:>10}: reached {res.reached}, loss {res.final_loss:.4f}, E drift {res.energy_drift:.1e}")
         results[label] = res

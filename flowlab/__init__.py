@@ -57,6 +57,9 @@ _EXPORTS = {
     "sgd_canonical": ".systems.markov.sgd",
     "train_canonical": ".systems.markov.train",
     "agreement_table": ".systems.markov.train",
+    # sweeps (Dask + Zarr; the dask extra)
+    "sweep": ".systems.sweeps",
+    "SweepResult": ".engine.sweep",
     # the report
     "run_demo": ".report.demo",
 }

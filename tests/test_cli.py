@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import ref_energy, ref_entropy_rate, ref_unigram_loss
-from flowlab.systems.markov.models import PRESETS
 from flowlab.cli.args import parse_point
+from flowlab.systems.markov.models import PRESETS
 
 
 def run(*args, check_rc=0):

@@ -178,6 +178,12 @@ def _cases():
         for bad in ("nan", "inf", "", "-1"):
             add(["basins", *PQ, "--grid", "8", name, bad], f"basins{name}={bad!r}")
     add(["basins", *PQ, "--grid", "1"], "basins-grid=1")
+    for bad in BAD_COUNTS[:6]:
+        add(["basins", *PQ, "--grid", "8", "--workers", bad], f"basins-workers={bad!r}")
+        add(["basins", *PQ, "--grid", "8", "--context", bad], f"basins-context={bad!r}")
+        add(["critical", *PQ, "--context", bad], f"critical-context={bad!r}")
+    add(["critical", *PQ, "--context", "8"], "critical-context-refused")  # sets come from the long-context loss
+    add(["basins", *PQ, "--grid", "8", "--context", "8", "--method", "invariant"], "basins-context-invariant")
     add(["basins", *PQ, "--grid", "8", "--method", "magic"], "basins-method-unknown")
     add(["basins", *PQ, "--gaussian", "0.02", "--grid", "8"], "basins-gaussian-and-grid")
     add(["basins", *PQ, "--grid", "8", "--fix", "e=1,w=1"], "basins-fix-everything")
@@ -420,6 +426,23 @@ def _system_cases():
     add(["ntp-order", "targets"], "ntp-targets-without-data")
     add(["ntp-order"], "ntp-no-action")
     add(["ntp-order", "train"], "ntp-action-unknown")
+
+    # ------------------------------------------------------------------ sweep (refused before any work)
+    sweep = ["sweep", "markov", "--starts", "5", "--out", "OUT/s.zarr"]
+    for name in ("--p", "--q"):
+        for bad in ("0.9:0.1:5", "a:b:3", "0.1:0.5:0", "0:0.5:3", "0.2,0.2", "nan", "", "1:2:3:4"):
+            add(sweep + [name, bad] + (["--q", "0.3"] if name == "--p" else ["--p", "0.3"]), f"sweep{name}={bad!r}")
+    for bad in ("-0.1", "0", "inf", "x"):
+        add(sweep + ["--p", "0.3", "--q", "0.4", "--sigma", bad], f"sweep-sigma={bad!r}")
+    for name, bad in (("--model", "xyz"), ("--model", ""), ("--starts", "0"), ("--starts", "1e3"), ("--seed", "-1"),
+                      ("--seed", "4294967296"), ("--method", "magic"), ("--workers", "0"), ("--max-seconds", "0"),
+                      ("--max-seconds", "nan"), ("--scheduler", "not an address"), ("--scheduler", "tcp://")):
+        add(sweep + ["--p", "0.3", "--q", "0.4", name, bad], f"sweep{name}={bad!r}")
+    add(["sweep", "markov", "--p", "0.3", "--q", "0.4", "--method", "invariant", "--model", "ewb", "--out",
+         "OUT/s.zarr"], "sweep-invariant-ewb")
+    for switch in ("--resume", "--no-resume", "--processes", "--no-processes"):  # a folder that is not a sweep store
+        add(["sweep", "markov", "--p", "0.3", "--q", "0.4", "--starts", "5", switch, "--out", "IN"], f"sweep{switch}")
+    add(["sweep", "cooccurrence", "--p", "0.3", "--q", "0.4", "--out", "OUT/s.zarr"], "sweep-system-unknown")
     return cases
 
 
@@ -592,6 +615,8 @@ UNBOUNDED = [
     (["basins", *PQ, "--gaussian", "0.02", "--samples", "1000000000000"], "basins-samples"),
     (["critical", *PQ, "--starts", "1000000000000"], "critical-starts"),
     (["guide", "--grid", "1000000"], "guide-grid"),
+    (["sweep", "markov", "--p", "0.01:0.99:1024", "--q", "0.01:0.99:1024", "--starts", "100000", "--out", "s.zarr"],
+     "sweep-time"),
     *((["cooccurrence", "claims", "--engine", engine, *size], f"cooc-claims-{engine}-{'='.join(size)}")
       for engine in ("gram", "reduced", "full") for size in (["--n", "100000"], ["--m", "1000000000000"],
                                                                 ["--m1", "1000000000000"], ["--t-max", "1e300"])

@@ -165,43 +165,70 @@ def test_energy_landscape_needs_a_plane(chain):
 
 
 # ------------------------------------------------------------------------------ basin map
+def _band_at(cs, points):
+    """The label whose filled band of a basin map's contour set contains each point (NaN: none)."""
+    out = np.full(len(points), np.nan)
+    centres = 0.5 * (np.asarray(cs.levels[:-1]) + np.asarray(cs.levels[1:]))  # -1, 0, 1
+    from matplotlib.path import Path
+
+    for value, path in zip(centres, cs.get_paths()):
+        if len(path.vertices):  # even-odd rule over the path's rings: a hole's points are not in the band
+            rings = [Path(r) for r in path.to_polygons()]
+            inside = np.sum([r.contains_points(points) for r in rings], axis=0) % 2 == 1
+            out[inside] = value
+    return out
+
+
+def _interior(label):
+    """Grid points whose 8 neighbours all have the same label (away from a boundary)."""
+    same = np.ones(label.shape, bool)
+    same[0, :] = same[-1, :] = same[:, 0] = same[:, -1] = False
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            same[1:-1, 1:-1] &= label[1 + di:label.shape[0] - 1 + di, 1 + dj:label.shape[1] - 1 + dj] == label[1:-1, 1:-1]
+    return same
+
+
 def test_basin_map_is_drawn_from_the_labels(grid, crit):
     fig, ax = plt.subplots()
     assert basin_map(grid, landscape=basin_landscape(grid, crit), ax=ax) is ax
-    (im,) = by_gid(ax, "basins")
-    shown = np.asarray(im.get_array())
-    assert shown.shape == grid.label.T.shape and np.array_equal(shown, grid.label.T)
-    # label value -> colour of the visual language
-    for value, key in ((1, "global"), (0, "local"), (-1, "undetermined")):
-        assert to_hex(im.cmap(im.norm(value))) == to_hex(COLORS[key])
-    # pixel centres are the grid points: first parameter along x, origin at the bottom
+    (cs,) = by_gid(ax, "basins")
+    np.testing.assert_array_equal(cs.levels, [-1.5, -0.5, 0.5, 1.5])
+    # band value -> colour of the visual language
+    for face, key in zip(cs.get_facecolors(), ("undetermined", "local", "global")):
+        assert to_hex(face[:3]) == to_hex(COLORS[key])
+    # every grid point away from a label change lies in the band of its own label (first parameter along x)
     e, w = grid.axes["e"], grid.axes["w"]
-    x0, x1, y0, y1 = im.get_extent()
-    assert im.origin == "lower"
-    assert x0 + (x1 - x0) / (2 * len(e)) == pytest.approx(e[0]) and y1 - (y1 - y0) / (2 * len(w)) == pytest.approx(w[-1])
+    E, W = np.meshgrid(e, w, indexing="ij")
+    inner = _interior(grid.label)
+    pts = np.column_stack([E[inner], W[inner]])
+    np.testing.assert_array_equal(_band_at(cs, pts), grid.label[inner])
+    assert ax.get_xlim() == (e[0], e[-1]) and ax.get_ylim() == (w[0], w[-1])
     texts = legend_texts(ax)
     assert any("I^*" in t for t in texts) and any(r"I_{\min}" in t for t in texts)
     assert ("undetermined" in texts) == bool(np.any(grid.label == -1))
     (sep,) = by_gid(ax, "separatrix")
     assert abs(sep.levels[0] - SEP) <= 1e-9
+    assert not by_gid(ax, "basins:boundary")  # the full plane has the exact separatrix instead
     assert critical_counts(ax) == Counter(f"critical:{s.kind}" for s in crit.sets)
     assert ax.get_xlabel() == "$e$" and ax.get_ylabel() == "$w$" and ax.get_aspect() == 1.0
 
 
 def test_basin_map_follows_a_changed_label(grid, crit):
     label = grid.label.copy()
-    i, j = 3, 20  # (e index, w index)
-    label[i, j] = 1 - label[i, j] if label[i, j] >= 0 else 1
+    i, j = 10, 20  # (e index, w index), inside a region of one label
+    assert _interior(grid.label)[i, j]
+    label[i, j] = 1 - label[i, j]
     label[5, 7] = -1
     changed = dataclasses.replace(grid, label=label)
     fig, (a1, a2) = plt.subplots(1, 2)
     plane = basin_landscape(grid, crit)
     basin_map(grid, landscape=plane, ax=a1, separatrix=False)
     basin_map(changed, landscape=plane, ax=a2, separatrix=False)
-    before = np.asarray(by_gid(a1, "basins")[0].get_array())
-    after = np.asarray(by_gid(a2, "basins")[0].get_array())
-    np.testing.assert_array_equal(np.argwhere(before != after), np.argwhere((label != grid.label).T))
-    assert after[j, i] == label[i, j] and after[7, 5] == -1
+    e, w = grid.axes["e"], grid.axes["w"]
+    at = np.array([[e[i], w[j]], [e[5], w[7]]])
+    np.testing.assert_array_equal(_band_at(by_gid(a1, "basins")[0], at), [grid.label[i, j], grid.label[5, 7]])
+    np.testing.assert_array_equal(_band_at(by_gid(a2, "basins")[0], at), [label[i, j], -1])
     assert "undetermined" in legend_texts(a2)
     assert not by_gid(a2, "separatrix")
 
@@ -229,7 +256,9 @@ def test_critical_overlay_lines_lie_on_the_sets_and_branches_stay_apart(chain, c
     xy = glob.get_xydata()
     xy = xy[np.all(np.isfinite(xy), axis=1)]
     gset = next(s for s in crit.sets if s.kind == "global_min")
-    assert len(xy) == len(np.unique(gset.points, axis=0))  # every sample is a vertex
+    samples = np.unique(gset.points, axis=0)
+    assert {tuple(r) for r in samples} <= {tuple(r) for r in xy}  # every sample is a vertex
+    assert len(samples) <= len(xy) <= len(samples) + 4  # and at most the ends carried to the box edge
     e, w = xy[:, 0], xy[:, 1]
     np.testing.assert_allclose(e**2 * (1 + 2 * w * np.abs(w)), d_star(P, Q), atol=1e-6)
     a, b = segments(glob)
@@ -495,8 +524,13 @@ def test_a_landscape_carries_what_the_figure_draws_and_pickles(chain):
     # the critical sets are those of the same chain, each 1-D set's polylines through its samples
     _assert_same_sets(land.overlay, critical_sets(model, chain, BOX))
     for s in land.overlay.sets:
-        if s.dimension == 1:
-            assert sorted(map(tuple, np.concatenate(s.lines))) == sorted(map(tuple, np.unique(s.points, axis=0)))
+        if s.dimension == 1:  # every sample, plus (global minima) the ends carried on to the box edge
+            drawn_pts = set(map(tuple, np.concatenate(s.lines)))
+            samples = set(map(tuple, np.unique(s.points, axis=0)))
+            assert samples <= drawn_pts
+            extra = np.array(sorted(drawn_pts - samples)).reshape(-1, 2)
+            assert len(extra) <= (4 if s.kind == "global_min" else 0)
+            assert np.all(np.isclose(np.abs(extra), 3.0, atol=1e-12).any(axis=1))
     glob = next(s for s in land.overlay.sets if s.kind == "global_min")
     assert not glob.unigram and next(s for s in land.overlay.sets if s.kind == "local_min").unigram
     # the field is the closed-form energy (undefined on w = 0, whose grid line is exactly 0)
@@ -615,3 +649,195 @@ def test_ntp_order_norm_figure_draws_the_fitted_line_the_fit_carries():
     ax = nplots.stage_norm(trace, SimpleNamespace(norm_slope=fit), stage=1)
     (fitted,) = [ln for ln in ax.get_lines() if ln.get_label() == "linear fit"]
     np.testing.assert_allclose(fitted.get_ydata(), 0.05 * t + 3.0, rtol=1e-12)
+
+
+# ------------------------------------------------------- paper-quality figures (issue 17)
+def test_dense_output_samples_the_flow_between_steps(chain):
+    """The dense output lies on the flow: E (conserved by ew's flow, MODELS.md section 3) stays constant
+    at every sample, which a straight chord between curved steps would not do; the loss never rises."""
+    import pickle
+
+    n = 300
+    res = gradient_flow(get_model("ew"), MarkovChain(0.5, 0.8), [1.0, -1.5], dense_output=n)
+    t, th, loss = res.dense_t, res.dense_theta, res.dense_loss
+    assert len(t) >= n and np.all(np.diff(t) > 0) and t[0] == 0.0 and t[-1] == res.t[-1]
+    assert np.all(np.diff(loss) <= 1e-14)
+    e0 = energy(*res.theta[0])
+    assert np.max(np.abs(energy(th[:, 0], th[:, 1]) - e0)) < 1e-7
+    # midpoints of the chords between solver steps are off the flow (the reason for the dense output)
+    mid = 0.5 * (res.theta[:-1] + res.theta[1:])
+    assert np.max(np.abs(energy(mid[:, 0], mid[:, 1]) - e0)) > 1e-5
+    np.testing.assert_allclose(th[np.searchsorted(t, res.t)], res.theta, atol=1e-12)
+    assert pickle.loads(pickle.dumps(res)).dense_loss.shape == loss.shape
+    fig, ax = plt.subplots()
+    loss_curve(res, ax)
+    (line,) = by_gid(ax, "loss")
+    assert len(line.get_xdata()) >= n and np.all(np.diff(line.get_ydata()) <= 1e-14)
+    loss_curve(res, ax, excess=True, references=False)
+    assert ax.get_yscale() == "log"
+    with pytest.raises(FlowlabInputError, match="dense_output"):
+        gradient_flow(get_model("ew"), chain, [1.0, -1.5], dense_output=1)
+    plain = gradient_flow(get_model("ew"), chain, [1.0, -1.5])
+    assert plain.dense_t is None and len(by_gid(loss_curve(plain), "loss")[0].get_xdata()) == len(plain.t)
+
+
+def test_figure1_has_one_legend_and_no_blank_band_at_w0(grid, crit, chain):
+    from flowlab.plots.markov import figure1_panels
+
+    plane = landscape(get_model("ew"), chain, crit=crit, resolution=41)
+    axes = figure1_panels([(plane, grid, basin_landscape(grid, crit))] * 2)
+    fig = axes[0, 0].figure
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in axes.ravel())
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(texts) == len(set(texts))
+    for want in ("separatrix", "global minima (bigram)", "saddle", "$w=0$: $E$ undefined"):
+        assert want in texts
+    assert any("I^*" in t for t in texts)
+    # E is undefined on w = 0: each half-plane is filled up to the line, from its own side
+    halves = by_gid(axes[0, 0], "energy") + by_gid(axes[0, 0], "energy:side")
+    assert len(halves) == 2
+    ys = [np.concatenate([p.vertices[:, 1] for p in h.get_paths() if len(p.vertices)]) for h in halves]
+    assert any(np.isclose(y.max(), 0.0) and y.min() < -2.9 for y in ys)
+    assert any(np.isclose(y.min(), 0.0) and y.max() > 2.9 for y in ys)
+    assert [t.get_text()[:3] for t in (axes[0, 0].title, axes[0, 1].title, axes[1, 0].title)] == ["(a)", "(b)", "(c)"]
+
+
+@pytest.mark.parametrize("pq", [(0.1, 0.1), (0.5, 0.8)])
+def test_global_minimum_curves_reach_the_box_edge(pq):
+    """The samples of {D = D*} stop short of the box; the drawn curves are carried on to its edge, on the set."""
+    ch = MarkovChain(*pq)
+    ov = overlay(critical_sets(get_model("ew"), ch, BOX))
+    (glob,) = [s for s in ov.sets if s.kind == "global_min"]
+    ends = np.concatenate([line[[0, -1]] for line in glob.lines])
+    on_edge = np.isclose(np.abs(ends), 3.0, atol=1e-12).any(axis=1)
+    assert on_edge.sum() >= 4  # both branches, both ends (p + q < 1: e = +-3 and w = 3; > 1: e = +-3 and w = -3)
+    for line in glob.lines:
+        gap = line[:, 0] ** 2 * (1 + 2 * line[:, 1] * np.abs(line[:, 1]))
+        np.testing.assert_allclose(gap, d_star(*pq), rtol=1e-8)
+    edge_w = ends[np.isclose(np.abs(ends[:, 1]), 3.0)]
+    assert len(edge_w) == 2 and np.all(np.sign(edge_w[:, 1]) == (1 if sum(pq) < 1 else -1))
+    fig, ax = plt.subplots()
+    critical_overlay(ov, ax)
+    (line,) = by_gid(ax, "critical:global_min")
+    y = np.asarray(line.get_ydata(), float)
+    assert np.nanmax(np.abs(y)) == pytest.approx(3.0, abs=1e-12)
+
+
+def _ewa_gap(theta, p, q):
+    """D of ewa in the long-context limit (MODELS.md section 4)."""
+    e, w, a = theta[..., 0], theta[..., 1], theta[..., 2]
+    return e ** 2 * (1 + 4 * w * np.abs(w) * np.clip(0.5 + a * (p / (p + q) - 0.5), 0, 1))
+
+
+def test_ewa_surfaces_are_split_by_branch_and_planes_by_the_saddle_curve():
+    """Each surface piece of {D = D*} lies on the set and on one side of e = 0; the unigram plane's
+    minima and maxima are where 1 + 4w|w| clip(1/2 + c, 0, 1) has the sign of the kind (p + q > 1)."""
+    from flowlab.systems.markov.critical import CriticalSet
+    from flowlab.systems.markov.landscape import surface_pieces
+    from flowlab.systems.markov.numeric import NumericModel
+
+    p, q = 0.5, 0.8
+    ch, model = MarkovChain(p, q), get_model("ewa")
+    nm = NumericModel(model, ch)
+    box = {"e": (-3.0, 3.0), "w": (-3.0, 3.0), "a": (-3.0, 3.0)}
+    glob = CriticalSet(kind="global_min", dimension=2, loss=ch.entropy_rate, equation="", source="symbolic",
+                       points=np.array([[1.0, -1.5, 0.0]]))
+    pieces = surface_pieces(glob, nm, ch, box)
+    assert len(pieces) == 2 and {pc.shape for pc in pieces} == {"graph"}
+    signs = set()
+    for pc in pieces:
+        pts = pc.points[np.isfinite(pc.points[..., 0])]
+        assert len(pts) > 1000
+        np.testing.assert_allclose(_ewa_gap(pts, p, q), d_star(p, q), rtol=1e-9, atol=1e-9)
+        assert np.all(pts[:, 0] > 0) or np.all(pts[:, 0] < 0)
+        signs.add(float(np.sign(pts[0, 0])))
+        assert np.all(np.abs(pts) <= 3.0 + 1e-12)
+        assert np.isclose(np.abs(pts[:, 1]).max(), 3.0)  # the surface ends on the face w = -3, no staircase
+    assert signs == {-1.0, 1.0}
+
+    def g(theta):  # D = e^2 g on the plane's neighbourhood
+        return 1 + 4 * theta[..., 1] * np.abs(theta[..., 1]) * np.clip(0.5 + theta[..., 2] * (p / (p + q) - 0.5), 0, 1)
+
+    for kind, sign in (("local_min", 1.0), ("local_max", -1.0)):  # p + q > 1: minima where g > 0
+        s = CriticalSet(kind=kind, dimension=2, loss=ch.unigram_loss, equation="", source="symbolic",
+                        points=np.array([[0.0, 0.5, 0.0], [0.0, 1.0, 1.0], [0.0, 2.0, -1.0]]),
+                        member=lambda t, sign=sign: (np.abs(t[:, 0]) < 1e-12) & (sign * g(t) > 0))
+        (pc,) = surface_pieces(s, nm, ch, box)
+        assert pc.shape == "region" and pc.axis == 0 and pc.offset == 0.0
+        V, U = np.meshgrid(pc.v, pc.u, indexing="ij")
+        gv = g(np.stack([np.zeros_like(U), U, V], -1))
+        sure = np.abs(gv) > 1e-6
+        np.testing.assert_array_equal((pc.field > 0)[sure], (sign * gv > 0)[sure])
+    fig = plt.figure()
+    ax = fig.add_subplot(projection="3d")
+    from flowlab.plots.markov import _draw_piece
+
+    for pc in pieces:
+        _draw_piece(ax, pc, (0, 1, 2), COLORS["global"])
+    assert len(ax.collections) == 2
+
+
+def test_flow_3d_limits_follow_the_data():
+    """ewb's b coordinate spans less than the box: the drawn box shrinks to what is drawn (paths, sets)."""
+    model, ch = get_model("ewb"), MarkovChain(0.5, 0.8)
+    bundle = flows_3d(model, ch, [[1.0, -1.5, 0.0], [0.5, 1.0, -1.0]], crit=critical_sets(model, ch, method="symbolic"),
+                      t_max=200.0)
+    ax = flow_3d(bundle)
+    drawn = np.concatenate([r.theta for r in bundle.flows] + [s.points for s in bundle.overlay.sets if len(s.points)])
+    lo, hi = ax.get_zlim()
+    assert lo <= drawn[:, 2].min() and hi >= drawn[:, 2].max()
+    assert hi - lo < 0.8 * 6.0  # b* spans well under the box -3..3
+    assert all(-3.0 <= v <= 3.0 for v in (*ax.get_xlim(), *ax.get_ylim()))
+    (leg,) = ax.figure.legends
+    assert leg._loc == 8 or "lower" in str(leg._loc)  # below the cube, clear of the z label
+
+
+def test_trajectories_magnify_a_path_too_small_to_see(chain, crit):
+    small = gradient_flow(get_model("ew"), MarkovChain(0.5, 0.8), [0.02, 0.01])
+    big = gradient_flow(get_model("ew"), MarkovChain(0.5, 0.8), [1.0, -1.5])
+    assert np.ptp(small.theta, axis=0).max() < 0.05
+    ax = trajectories([small, big], overlay=overlay(critical_sets(get_model("ew"), MarkovChain(0.5, 0.8), BOX)),
+                      extent=BOX)
+    (ins,) = [c for c in ax.child_axes if c.get_gid() == "trajectory:inset"]
+    (path,) = by_gid(ins, "trajectory")
+    np.testing.assert_array_equal(path.get_xydata(), small.theta)
+    x0, x1 = ins.get_xlim()
+    assert x0 <= small.theta[:, 0].min() and x1 >= small.theta[:, 0].max() and x1 - x0 < 0.2
+    assert not [c for c in trajectories([big], overlay=overlay(crit), extent=BOX).child_axes
+                if c.get_gid() == "trajectory:inset"]
+
+
+def test_figure4_curves_show_every_seed_and_the_band():
+    from matplotlib.collections import PolyCollection
+
+    from flowlab.plots.markov import training_curves
+
+    steps = np.arange(0, 100, 10)
+    runs = [{"init": "standard", "steps": steps, "losses": 0.7 - 0.001 * k - 0.0001 * steps} for k in range(3)]
+    ax = training_curves(runs, unigram=0.69, bigram=0.6)
+    seeds = by_gid(ax, "training:seed")
+    assert len(seeds) == 3
+    for line, r in zip(seeds, runs):
+        np.testing.assert_array_equal(line.get_ydata(), r["losses"])
+    (band,) = by_gid(ax, "training:std")
+    assert isinstance(band, PolyCollection)
+    ys = band.get_paths()[0].vertices[:, 1]
+    std = np.std([r["losses"] for r in runs], axis=0)
+    assert ys.max() == pytest.approx((np.mean([r["losses"] for r in runs], axis=0) + std).max())
+    assert any("3 seeds" in t for t in legend_texts(ax))
+
+
+def test_basin_slice_draws_the_boundary_between_labels(ewa_slice):
+    grid, sl = ewa_slice
+    ax = basin_map(grid, landscape=sl)
+    (bd,) = by_gid(ax, "basins:boundary")
+    assert list(bd.levels) == [0.5]
+    verts = np.concatenate([p.vertices for p in bd.get_paths() if len(p.vertices)])
+    # every boundary vertex lies between two grid points whose labels are 0 and 1
+    e, w = grid.axes["e"], grid.axes["w"]
+    lab = grid.label.reshape(len(e), len(w))
+    for x, y in verts[:: max(1, len(verts) // 40)]:
+        i = np.clip(np.searchsorted(e, x) - 1, 0, len(e) - 2)
+        j = np.clip(np.searchsorted(w, y) - 1, 0, len(w) - 2)
+        assert {0, 1} <= set(lab[i:i + 2, j:j + 2].ravel().tolist())
+    assert "basin boundary (between grid labels)" in legend_texts(ax)

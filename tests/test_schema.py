@@ -135,8 +135,12 @@ COMMANDS = {
     "ntp-order-targets": ["ntp-order", "targets", "--data", "{data}", "--json"],
     "ntp-order-run": ["ntp-order", "run", "--data", "{data}", "--steps1", "100", "--steps2", "200", "--json",
                       "--quiet"],
+    "cache-info": ["cache", "info", "--json"],
+    "cache-clear": ["cache", "clear", "--json"],
+    "sweep": ["sweep", "markov", "--p", "0.2,0.5", "--q", "0.5", "--starts", "5", "--workers", "1", "--no-processes",
+              "--out", "{sweep}", "--json"],
 }
-NEEDS = {"train-transformer": "torch", "ntp-order-targets": "cvxpy", "ntp-order-run": "cvxpy"}
+NEEDS = {"train-transformer": "torch", "ntp-order-targets": "cvxpy", "ntp-order-run": "cvxpy", "sweep": "distributed"}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +151,7 @@ def files(tmp_path_factory):
     data = folder / "data.json"
     code, _, err = run(["ntp-order", "data", "--vocab", "6", "--sentences", "24", "--seed", "1", "--out", str(data)])
     assert code == 0, err
-    return {"kernel": str(kernel), "data": str(data)}
+    return {"kernel": str(kernel), "data": str(data), "sweep": str(folder / "sweep.zarr")}
 
 
 @pytest.fixture(scope="module")

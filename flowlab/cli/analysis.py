@@ -18,6 +18,7 @@ from flowlab.cli.args import (
     chain_from_args,
     check_out_file,
     model_from_args,
+    model_spec_from_args,
     parse_box,
     parse_point,
     point_vector,
@@ -115,12 +116,14 @@ def cmd_eval(args) -> int:
         return _eval_kstate(args)
     if args.logit is not None and ";" in args.logit:
         raise FlowlabInputError("several logits separated by ';' (one per next token) go with --kernel FILE")
-    model, chain = model_from_args(args), _binary_chain(args)
-    theta = point_vector(model, parse_point(args.at))
-    result = NumericModel(model, chain).evaluate(theta)
+    nm = NumericModel(model_spec_from_args(args), _binary_chain(args))  # warm: compiled code from the disk cache
+    theta = point_vector(nm, parse_point(args.at))
+    result, chain = nm.evaluate(theta), nm.chain
     if args.context is not None:
         from flowlab.engine.checks import require_finite
         from flowlab.systems.markov.context import ContextModel
+
+        model = nm.model
 
         cm = ContextModel(model, chain, args.context)
         with np.errstate(all="ignore"):
@@ -137,7 +140,7 @@ def cmd_eval(args) -> int:
     if args.json:
         write_output(to_json(result), None)
     else:
-        print(f"model {model.name} at {args.at}  ({chain}, {chain.regime})")
+        print(f"model {nm.name} at {args.at}  ({chain}, {chain.regime})")
         print(f"  loss      {result['loss']:.12g}   (H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g})")
         if args.context is not None:
             print(f"  (finite context N = {args.context}; long-context loss {result['long_context']['loss']:.12g})")
@@ -212,6 +215,10 @@ def cmd_critical(args) -> int:
     from flowlab.systems.markov.critical import critical_sets, regions_table
 
     check_out_file(args)
+    if args.context is not None:
+        raise FlowlabInputError("critical --context: not supported; the critical sets are solved from the symbolic "
+                                "structure of the long-context loss (D = D*, grad D = 0), which the finite-context "
+                                "loss does not have; use flowlab flow --context or flowlab basins --context")
     model = model_from_args(args)
     box = parse_box(args.range)
     options = dict(method=args.method, starts=args.starts, seed=args.seed, samples=args.samples)
@@ -353,6 +360,8 @@ def _add_critical(sub) -> None:
     p.add_argument("--starts", type=positive_int, default=1024, help="numeric multi-start points (Sobol)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the scrambled Sobol starts (0 to 2**32 - 1)")
     p.add_argument("--samples", type=positive_int, default=64, help="sample points reported per set")
+    p.add_argument("--context", type=positive_int, metavar="N",
+                   help="refused with the reason: the critical sets are those of the long-context loss")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="print a JSON object")
     fmt_group.add_argument("--latex", action="store_true", help="print a LaTeX tabular")

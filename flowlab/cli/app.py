@@ -12,12 +12,12 @@ import argparse
 import sys
 
 from flowlab import __version__
-from flowlab.cli import analysis, basins, cooccurrence, demo, ntp_order, plot, train
+from flowlab.cli import analysis, basins, cache, cooccurrence, demo, ntp_order, plot, sweep, train
 from flowlab.cli.args import EXIT_INPUT, Parser, one_line
 from flowlab.engine.errors import FlowlabInputError
 
 #: The command families in the order ``flowlab --help`` lists them.
-FAMILIES = (analysis, basins, plot, train, cooccurrence, ntp_order, demo)
+FAMILIES = (analysis, basins, plot, train, cooccurrence, ntp_order, sweep, demo, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 success, 1 analysis failure, 2 invalid input.",
     )
     parser.add_argument("--version", action="version", version=f"flowlab {__version__}")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the on-disk cache of compiled models (see `flowlab cache`)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for family in FAMILIES:
         family.add_parsers(sub)
@@ -52,6 +54,9 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         command = f"flowlab {args.command}"
+        from flowlab.symbolic import cache as disk_cache  # here: hashlib and json are not needed by --help
+
+        disk_cache.set_enabled(not args.no_cache)
         return args.func(args)
     except SystemExit as exc:  # argparse: --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT

@@ -224,19 +224,25 @@ def add_model(parser, *, chain_required: bool, logit_help: str = LOGIT_HELP) -> 
     add_chain(parser, required=chain_required)
 
 
-def model_from_args(args):
-    """The preset model (--model) or the user-defined one (--logit/--params)."""
-    from flowlab.systems.markov.models import get_model, user_model
+def model_spec_from_args(args):
+    """The model of --model, or of --logit/--params/--free-bias, as a spec (no SymPy: a warm ``eval`` reads the
+    compiled model from the on-disk cache)."""
+    from flowlab.systems.markov.numeric import ModelSpec
 
     if args.logit is None:
         if args.params is not None or args.free_bias:
             raise FlowlabInputError("--params and --free-bias go with --logit")
-        return get_model("ew" if args.model is None else args.model)
+        return ModelSpec(preset="ew" if args.model is None else args.model)
     if args.model is not None:
         raise FlowlabInputError("give either --model or --logit, not both")
     if not args.params:
         raise FlowlabInputError("--logit needs --params (the parameter names, e.g. e,w)")
-    return user_model(args.logit, args.params, bias="free" if args.free_bias else "profiled")
+    return ModelSpec(logit=args.logit, params=args.params, bias="free" if args.free_bias else "profiled")
+
+
+def model_from_args(args):
+    """The preset model (--model) or the user-defined one (--logit/--params)."""
+    return model_spec_from_args(args).build()
 
 
 def write_output(text: str, out: str | None) -> None:

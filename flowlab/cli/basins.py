@@ -31,12 +31,14 @@ def cmd_basins(args) -> int:
     if args.out is not None:
         check_output_dir(args.out, "--out", files)
     model, chain = model_from_args(args), chain_from_args(args)
-    settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk)
+    settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk,
+                            workers=args.workers)
     if args.gaussian is not None:
         if args.range or args.grid is not None:
             raise FlowlabInputError("--gaussian samples random initialisations: do not combine it with --grid/--range")
         result = gaussian_basin(model, chain, args.gaussian, args.samples, args.seed, method=args.method,
-                                settings=settings, quiet=args.quiet, max_seconds=args.max_seconds).as_dict()
+                                settings=settings, quiet=args.quiet, max_seconds=args.max_seconds,
+                                context=args.context).as_dict()
         if args.out:
             with atomic_folder(args.out, "--out", files) as tmp:
                 atomic_write_text(tmp / files[0], to_json(result))
@@ -53,7 +55,7 @@ def cmd_basins(args) -> int:
     grid = 128 if args.grid is None else args.grid
     fixed = parse_point(args.fix) if args.fix else None
     result = basin_grid(model, chain, parse_box(args.range), grid, method=args.method, settings=settings,
-                        max_seconds=args.max_seconds, quiet=args.quiet, fixed=fixed)
+                        max_seconds=args.max_seconds, quiet=args.quiet, fixed=fixed, context=args.context)
     payload = result.as_dict()
     if args.out:
         paths = result.save(args.out)
@@ -107,6 +109,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--rtol", type=real, default=1e-6, help="batch integrator relative tolerance")
     p.add_argument("--atol", type=real, default=1e-9, help="batch integrator absolute tolerance")
     p.add_argument("--chunk", type=positive_int, default=65536, help="points integrated together (bounds memory)")
+    p.add_argument("--context", type=positive_int, metavar="N",
+                   help="flow of the exact finite-context loss over positions 1..N (labels 1 only when reached)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="threads labelling a large batch (default: the CPUs available; labels do not depend on it)")
     p.add_argument("--max-seconds", type=positive_float, default=1800.0,
                    help="refuse grids estimated to take longer")
     p.add_argument("--out", metavar="DIR", help="write basins.npz and basins.json (grid) or gaussian.json here")

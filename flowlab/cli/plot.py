@@ -72,7 +72,7 @@ def cmd_plot(args) -> int:
         if args.kind == "flow3d":
             plots.flow_3d(flows_3d(model, chain, starts, t_max=args.t_max), ax=ax)
         else:
-            results = [gradient_flow(model, chain, s, t_max=args.t_max) for s in starts]
+            results = [gradient_flow(model, chain, s, t_max=args.t_max, dense_output=400) for s in starts]
             if args.kind == "trajectories":
                 plots.trajectories(results, ax=ax, background=landscape(model, chain, extent=box))
             else:

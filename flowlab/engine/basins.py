@@ -26,7 +26,9 @@ is global (``all_global``) is refused. Nothing here knows what the loss means.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +60,26 @@ class FlowSettings:
     loss_margin: float = 1e-12
     decide_every: int = 2
     chunk: int = 65536
+    #: threads labelling pieces of a large batch at once (NumPy releases the GIL in its array operations);
+    #: None: the CPUs this process may run on. The labels do not depend on it.
+    workers: int | None = None
 
     def __post_init__(self):
         for name in ("t_max", "rtol", "atol", "grad_tol", "hess_tol", "curvature_min"):
             if real_number(getattr(self, name), name) <= 0:
                 raise FlowlabInputError(f"{name} must be positive, got {getattr(self, name)}")
         integer(self.chunk, "chunk")
+        if self.workers is not None:
+            integer(self.workers, "workers", 1, 256)
+
+    def n_workers(self) -> int:
+        """``workers``, or the number of CPUs this process may run on (os.sched_getaffinity)."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -135,10 +151,10 @@ def check_reference(reference: Reference, what: str = "basins") -> None:
 # ------------------------------------------------------------------------------ flow method
 def _rows(fn, y: np.ndarray, trailing: tuple) -> np.ndarray:
     """fn on the finite rows of y (NaN on the others: they fail alone), without warnings."""
-    ok = np.all(np.isfinite(y), axis=1)
     with np.errstate(all="ignore"):
-        if ok.all():
+        if np.isfinite(y).all():  # the usual case: one flat reduction, no per-row one
             return np.asarray(fn(y), dtype=np.float64).reshape((len(y),) + trailing)
+        ok = np.all(np.isfinite(y), axis=1)
         out = np.full((len(y),) + trailing, np.nan)
         if ok.any():
             out[ok] = np.asarray(fn(y[ok]), dtype=np.float64).reshape((int(ok.sum()),) + trailing)
@@ -146,88 +162,150 @@ def _rows(fn, y: np.ndarray, trailing: tuple) -> np.ndarray:
 
 
 class _Decider:
-    """The decision rule of the module docstring, as ``decide(y, f)`` for integrate_batch (f = -grad L)."""
+    """The decision rule of the module docstring, as ``decide(y, f)`` for integrate_batch (f = -grad L).
+
+    A system may offer ``loss_below(level)``: None, or a vectorised test of L(y) < level returning per row
+    1 (below), 0 (not below) or -1 (not told), cheaper than the loss (e.g. an interval of a scalar
+    observable); the loss is then evaluated only on the rows it does not tell and where |grad L| is small.
+    """
 
     def __init__(self, system, reference: Reference, settings: FlowSettings, n: int):
         self.system, self.s = system, settings
         self.level = proof_level(reference)
         self.optimal, self.tol = reference.optimal_loss, reference.loss_tol
         self.need = n - (reference.set_dimension if self.level is not None else 0)
+        self.below = None
+        if self.level is not None and math.isfinite(self.level) and hasattr(system, "loss_below"):
+            self.below = system.loss_below(self.level - settings.loss_margin)
+
+    def _proved(self, y, loss):
+        """Rows whose loss is below L_ng - margin (``loss``: the loss at every row, or None to compute it)."""
+        bound = self.level - self.s.loss_margin
+        if loss is not None:
+            return loss < bound
+        told = self.below(y)
+        out = told == 1
+        ask = np.flatnonzero(told == -1)
+        if ask.size:
+            out[ask] = _rows(self.system.loss, y[ask], ()) < bound
+        return out
 
     def __call__(self, y, f):
         s = self.s
-        loss = _rows(self.system.loss, y, ())
         small = np.sqrt(np.sum(f * f, axis=1)) <= s.grad_tol
+        loss = _rows(self.system.loss, y, ()) if self.below is None else None
         out = np.full(len(y), UNDETERMINED, dtype=np.int8)
         if self.level is not None:  # proved: below every non-global critical value, only a global minimum remains
-            out[loss < self.level - s.loss_margin] = GLOBAL
+            out[self._proved(y, loss)] = GLOBAL
         if self.optimal is None:
             return out
+        idx = np.flatnonzero(small & (out == UNDETERMINED))  # converged rows not yet decided
+        if idx.size == 0:
+            return out
+        near = (loss[idx] if loss is not None else _rows(self.system.loss, y[idx], ())) - self.optimal
         if self.level is None:  # reached: converged onto the global level
-            out[small & (loss - self.optimal <= self.tol)] = GLOBAL
-        cand = (out == UNDETERMINED) & small & (loss - self.optimal > self.tol)
-        if np.any(cand):
-            idx = np.flatnonzero(cand)
+            out[idx[near <= self.tol]] = GLOBAL
+        idx = idx[near > self.tol]
+        if idx.size:
             lam = np.linalg.eigvalsh(self.system.hessian(y[idx]))
             ok = np.all(lam >= -s.hess_tol, axis=1) & (np.sum(lam >= s.curvature_min, axis=1) >= self.need)
             out[idx[ok]] = NONGLOBAL
         return out
 
 
+#: Batches below this many points per worker run in one thread (the split would cost more than it saves).
+MIN_POINTS_PER_WORKER = 4096
+
+
 def flow_labels(system, points, reference: Reference, settings: FlowSettings, *, progress=None):
-    """Labels of the rows of ``points`` by the flow method; returns (labels int8, stats)."""
+    """Labels of the rows of ``points`` by the flow method; returns (labels int8, stats).
+
+    The rows are integrated in pieces of at most ``settings.chunk`` points, by ``settings.n_workers()``
+    threads when there are at least :data:`MIN_POINTS_PER_WORKER` points per thread; each row's
+    trajectory is independent of the others, so the labels do not depend on the split.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from flowlab.engine.batch import integrate_batch
 
     points = np.asarray(points, dtype=np.float64)
     n = points.shape[1]
     decide = _Decider(system, reference, settings, n)
+    workers = max(1, min(settings.n_workers(), len(points) // MIN_POINTS_PER_WORKER))
+    size = min(settings.chunk, -(-len(points) // workers)) if len(points) else 1
+    starts = range(0, len(points), size)
+    finished = dict.fromkeys(starts, 0)
+    lock = threading.Lock()
 
     def rhs(y):  # non-finite rows fail those points only (counted in the stats)
         return -_rows(system.gradient, y, (n,))
 
-    labels = np.empty(len(points), dtype=np.int8)
-    stats = {"rhs_rows": 0, "steps": 0, "failed": 0, "t_max_reached": 0}
-    done = 0
-    for start in range(0, len(points), settings.chunk):
-        chunk = points[start : start + settings.chunk]
-        res = integrate_batch(
-            rhs, chunk, t_max=settings.t_max, rtol=settings.rtol, atol=settings.atol, decide=decide,
-            decide_every=settings.decide_every,
-            progress=(lambda k, base=done: progress(base + k)) if progress else None,
+    def report(start, k):
+        with lock:
+            finished[start] = k
+            progress(sum(finished.values()))
+
+    def piece(start):
+        return integrate_batch(
+            rhs, points[start : start + size], t_max=settings.t_max, rtol=settings.rtol, atol=settings.atol,
+            decide=decide, decide_every=settings.decide_every,
+            progress=(lambda k: report(start, k)) if progress else None,
         )
-        labels[start : start + len(chunk)] = res.label
-        stats["rhs_rows"] += int(res.n_rhs_rows)
-        stats["steps"] += int(res.steps.sum())
-        stats["failed"] += int(np.sum(res.status == -1))
-        stats["t_max_reached"] += int(np.sum(res.status == 0))
-        done += len(chunk)
+
+    labels = np.empty(len(points), dtype=np.int8)
+    stats = {"rhs_rows": 0, "steps": 0, "failed": 0, "t_max_reached": 0, "workers": workers}
+    with ThreadPoolExecutor(workers) as pool:
+        for start, res in zip(starts, pool.map(piece, starts) if workers > 1 else map(piece, starts)):
+            labels[start : start + len(res.label)] = res.label
+            stats["rhs_rows"] += int(res.n_rhs_rows)
+            stats["steps"] += int(res.steps.sum())
+            stats["failed"] += int(np.sum(res.status == -1))
+            stats["t_max_reached"] += int(np.sum(res.status == 0))
     return labels, stats
 
 
-def refuse_if_slow(system, points, reference, settings, max_seconds: float, what: str, advice: str) -> None:
-    """Refuse, before the work, a labelling estimated (from a pilot of up to 1024 of the points) to take
-    longer than ``max_seconds``. Up to 1024 points the pilot would be the work itself: nothing to estimate."""
+def refuse_if_slow(system, points, reference, settings, max_seconds: float, what: str, advice: str):
+    """Refuse, before the work, a labelling estimated (from a pilot of 1024 of the points) to take longer
+    than ``max_seconds``. Returns (pilot row indices, their labels, stats) so the pilot's work is kept;
+    None up to 1024 points (the pilot would be the work itself: nothing to estimate)."""
     if len(points) <= PILOT_POINTS:
-        return
+        return None
     t1 = time.perf_counter()
-    pilot = points[np.random.default_rng(0).choice(len(points), PILOT_POINTS, replace=False)]
-    flow_labels(system, pilot, reference, settings)
-    rate = len(pilot) / max(time.perf_counter() - t1, 1e-9)
+    idx = np.sort(np.random.default_rng(0).choice(len(points), PILOT_POINTS, replace=False))
+    labels, stats = flow_labels(system, points[idx], reference, settings)
+    rate = len(idx) / max(time.perf_counter() - t1, 1e-9)
     estimate = len(points) / rate
     if estimate > max_seconds:
         raise FlowlabInputError(
             f"the {len(points)}-point {what} would take about {estimate:.0f} s at {rate:.0f} points/s "
-            f"(pilot of {len(pilot)} points), above max_seconds={max_seconds!r}; {advice} or raise max_seconds"
+            f"(pilot of {len(idx)} points), above max_seconds={max_seconds!r}; {advice} or raise max_seconds"
         )
+    return idx, labels, stats
 
 
 def label_points(system, points, reference, settings, *, max_seconds, quiet, desc, what, advice):
-    """:func:`refuse_if_slow`, then :func:`flow_labels` with a tqdm bar on stderr (unless ``quiet``)."""
+    """:func:`refuse_if_slow`, then :func:`flow_labels` of the points the pilot did not label, with a tqdm
+    bar on stderr (unless ``quiet``). The labels are those of one :func:`flow_labels` call on all points
+    (each row's trajectory is independent of the others)."""
     from tqdm.auto import tqdm
 
-    refuse_if_slow(system, points, reference, settings, max_seconds, what, advice)
+    pilot = refuse_if_slow(system, points, reference, settings, max_seconds, what, advice)
+    if pilot is None:
+        rest, done = points, 0
+    else:
+        keep = np.ones(len(points), dtype=bool)
+        keep[pilot[0]] = False
+        rest, done = points[keep], len(pilot[0])
     with tqdm(total=len(points), desc=desc, disable=quiet, file=sys.stderr, unit="pt", smoothing=0.1) as bar:
-        return flow_labels(system, points, reference, settings, progress=lambda k: bar.update(k - bar.n))
+        bar.update(done)
+        labels, stats = flow_labels(system, rest, reference, settings, progress=lambda k: bar.update(done + k - bar.n))
+    if pilot is None:
+        return labels, stats
+    out = np.empty(len(points), dtype=np.int8)
+    out[keep], out[pilot[0]] = labels, pilot[1]
+    for key in ("rhs_rows", "steps", "failed", "t_max_reached"):
+        stats[key] += pilot[2][key]
+    return out, stats
 
 
 # ---------------------------------------------------------------------------- grid results

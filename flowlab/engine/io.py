@@ -160,7 +160,9 @@ def atomic_folder(path, what: str = "--out", replaceable=()):
         raise
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
+def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename; ``mode``: the file's permissions
+    (default: as ``open`` would create it under the umask)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +172,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result is created as open() would
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600; default: as open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

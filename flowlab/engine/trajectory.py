@@ -69,7 +69,7 @@ class _Budget:
         self.system, self.t_max, self.max_steps, self.max_seconds = system, t_max, max_steps, max_seconds
         self.clock = time.perf_counter
         self.start = self.clock()
-        self.ts, self.ys, self.nfev, self.nonfinite = [], [], 0, None
+        self.ts, self.ys, self.nfev, self.nonfinite, self.dense = [], [], 0, None, None
         self.bar = tqdm(total=t_max, desc="flow", unit="t", disable=not progress, delay=2.0, mininterval=1.0,
                         leave=False, bar_format="{desc}: t = {n:.4g} of {total:.4g} [{elapsed}, {postfix}]")
 
@@ -99,8 +99,9 @@ class _Budget:
         self.bar.update(float(t) - self.bar.n)
         self.bar.set_postfix_str(f"{len(self.ts)} steps", refresh=False)
 
-    def integrate(self, theta0, *, method, rtol, atol, grad_tol):
-        """(t, ys, nfev, status, message) of the flow from ``theta0``."""
+    def integrate(self, theta0, *, method, rtol, atol, grad_tol, dense_output=None):
+        """(t, ys, nfev, status, message) of the flow from ``theta0``; with ``dense_output`` = N also
+        ``self.dense``: (times, states) sampled from the solver's interpolant (:func:`dense_times`)."""
         from scipy.integrate import solve_ivp
 
         def converged(t, y):
@@ -111,7 +112,7 @@ class _Budget:
         converged.direction = -1
         try:
             sol = solve_ivp(self.rhs, (0.0, self.t_max), theta0, method=method, rtol=rtol, atol=atol,
-                            events=converged)
+                            events=converged, dense_output=bool(dense_output))
         except _OutOfBudget as stop:
             t, ys = np.array(self.ts), np.array(self.ys)
             return t, ys, self.nfev, "budget", (
@@ -121,6 +122,11 @@ class _Budget:
         finally:
             self.bar.close()
         t, ys = sol.t, sol.y.T
+        if dense_output and sol.sol is not None and sol.status >= 0:
+            times = dense_times(t, dense_output)
+            states = sol.sol(times).T
+            states[-1] = ys[-1]  # the end point exactly as stepped to
+            self.dense = (times, states)
         if sol.status == 1:
             return t, ys, int(sol.nfev), "converged", f"gradient norm below {grad_tol:g} at t = {t[-1]:.6g}"
         if sol.status == 0:
@@ -132,6 +138,19 @@ class _Budget:
                         f"(a trial point near t = {self.nonfinite[0]:.6g}): the flow runs into a region where the "
                         f"loss is undefined ({undefined_hint(self.system, self.nonfinite[1])})")
         return t, ys, int(sol.nfev), "failed", message
+
+
+def dense_times(steps, n: int) -> np.ndarray:
+    """Times at which to sample a flow's interpolant: ``n`` points evenly spaced in log(1 + t / t_1)
+    (t_1 the first step: linear near 0, logarithmic after, as a loss curve's time axis), merged with
+    the solver's own step times ``steps``, sorted and unique, within [0, steps[-1]]."""
+    steps = np.asarray(steps, dtype=np.float64)
+    end = float(steps[-1])
+    if end <= 0:
+        return steps.copy()
+    t1 = float(steps[1]) if len(steps) > 1 and steps[1] > 0 else end
+    grid = t1 * np.expm1(np.linspace(0.0, np.log1p(end / t1), int(n)))
+    return np.unique(np.clip(np.concatenate([steps, grid]), 0.0, end))
 
 
 def _json_float(x):
@@ -161,6 +180,11 @@ class FlowResult:
     nfev: int
     invariants: dict[str, np.ndarray] = field(default_factory=dict)
     observables: dict[str, np.ndarray] = field(default_factory=dict)
+    #: With ``gradient_flow(..., dense_output=N)``: the path sampled from the solver's interpolant
+    #: (plain arrays: times, states (k, n_params), losses), for smooth curves; None otherwise.
+    dense_t: np.ndarray | None = None
+    dense_theta: np.ndarray | None = None
+    dense_loss: np.ndarray | None = None
 
     @property
     def success(self) -> bool:
@@ -332,6 +356,7 @@ def gradient_flow(
     max_steps: int = MAX_STEPS,
     max_seconds: float | None = MAX_SECONDS,
     progress: bool = False,
+    dense_output: int | None = None,
 ) -> FlowResult:
     """Integrate the gradient flow of ``system`` (any :class:`~flowlab.engine.system.System`) from ``theta0``.
 
@@ -340,8 +365,13 @@ def gradient_flow(
     bounded: after ``max_steps`` accepted solver steps or ``max_seconds`` of wall time (None: no
     time limit) the result has status ``budget``; a flow that runs into non-finite values has
     status ``failed`` with the point named; ``progress`` shows a progress bar on stderr for runs
-    longer than 2 s. The verdict of a converged flow is :func:`classify_endpoint`'s.
+    longer than 2 s. The verdict of a converged flow is :func:`classify_endpoint`'s. ``dense_output``
+    = N (2 to 100000) also samples the solver's interpolant at N times (:func:`dense_times`) into
+    ``dense_t``, ``dense_theta``, ``dense_loss`` (arrays, not the interpolant: results stay picklable);
+    not for a flow stopped by its budget.
     """
+    if dense_output is not None:
+        dense_output = integer(dense_output, "dense_output", 2, 100000)
     t_max, max_steps = _check_options(method, t_max, {"grad_tol": grad_tol, "rtol": rtol, "atol": atol,
                                                       "loss_tol": 1.0 if loss_tol is None else loss_tol},
                                       max_steps, max_seconds)
@@ -355,10 +385,12 @@ def gradient_flow(
     if np.linalg.norm(start) < grad_tol:
         t, ys, nfev, status = np.array([0.0]), theta0[None, :], 1, "converged"
         solver_message = "the initial point is already critical"
+        dense = (t, ys) if dense_output else None
     else:
         budget = _Budget(system, t_max, max_steps, max_seconds, progress)
         t, ys, nfev, status, solver_message = budget.integrate(theta0, method=method, rtol=rtol, atol=atol,
-                                                               grad_tol=grad_tol)
+                                                               grad_tol=grad_tol, dense_output=dense_output)
+        dense = budget.dense
     final = ys[-1]
     ref = system.reference()
     if status == "converged":
@@ -371,4 +403,6 @@ def gradient_flow(
         gradient_norm=float(np.linalg.norm(system.gradient(final))), reached=reached, status=status,
         message=f"{solver_message}; {reason}", nfev=nfev, invariants=dict(system.invariants(ys)),
         observables=dict(system.observables(ys)),
+        **({} if dense is None else {"dense_t": dense[0], "dense_theta": dense[1],
+                                    "dense_loss": np.asarray(system.loss(dense[1]), float)}),
     )

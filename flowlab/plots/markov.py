@@ -11,7 +11,11 @@ saddles black, undetermined grey; the separatrix is a black dash-dot line. Param
 written as ``$e$``, ``$w$``, ``$b$`` and both axes of a parameter plane have equal scales.
 
 Artists carry a ``gid`` saying what they show (``"critical:<kind>"``, ``"energy"``,
-``"separatrix"``, ``"field"``, ``"basins"``, ``"trajectory"``), so figures can be checked.
+``"separatrix"``, ``"field"``, ``"basins"``, ``"basins:boundary"``, ``"trajectory"``,
+``"trajectory:inset"``, ``"loss"``, ``"training:seed"``), so figures can be checked. Figures of several
+panels share one legend (:func:`figure_legend`); smooth curves come from the results (the flow's
+dense output, the surfaces of :class:`~flowlab.systems.markov.landscape.SurfacePiece`), never from
+an analysis run here.
 """
 
 from __future__ import annotations
@@ -126,9 +130,9 @@ def _legend(ax, *, loc=None):
             old = _FIGURE_LEGEND.pop(ax, None)
             if old is not None:
                 old.remove()
-            # the invisible border keeps the z axis label, which overhangs the axes' box, clear
-            leg = fig.legend(hs, ls, loc="outside right center", fontsize=LEGEND_FONTSIZE, frameon=False,
-                             handlelength=2.6, borderpad=2.5)
+            # below the cube: the z axis label, which overhangs the axes' box on the right, stays clear
+            leg = fig.legend(hs, ls, loc="outside lower center", fontsize=LEGEND_FONTSIZE, frameon=False,
+                             handlelength=2.6, ncol=3 if len(hs) > 4 else len(hs), columnspacing=1.4)
             _FIGURE_LEGEND[ax] = leg
             return leg
         return ax.legend(hs, ls, loc="upper left", fontsize=LEGEND_FONTSIZE, framealpha=0.85, handlelength=2.6)
@@ -136,6 +140,24 @@ def _legend(ax, *, loc=None):
     ncol = 3 if len(hs) >= 5 else min(len(hs), 2)
     return ax.legend(hs, ls, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, ncol=ncol,
                      fontsize=LEGEND_FONTSIZE, frameon=False, handlelength=2.6, columnspacing=1.2)
+
+
+def figure_legend(fig, axes, *, ncol=4):
+    """One legend for a figure of several panels: every panel's entries, each text once, below the panels
+    (placed by the constrained layout engine). Panel legends are removed. Returns the legend."""
+    hs, ls = [], []
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for h, lab in [*zip(handles, labels), *_extras(ax)]:
+            if lab not in ls:
+                hs.append(h)
+                ls.append(lab)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for old in list(fig.legends):
+        old.remove()
+    return fig.legend(hs, ls, loc="outside lower center", ncol=min(ncol, max(len(hs), 1)), fontsize=LEGEND_FONTSIZE + 1,
+                      frameon=False, handlelength=2.6, columnspacing=1.6)
 
 
 def _set_label(s) -> str:
@@ -192,20 +214,44 @@ def _draw_set(ax, s, st, dims, three_d, gid, lab):
         xyz = _joined(s.lines, pts.shape[1])
         ax.plot(*[xyz[:, i] for i in dims], color=st["color"], ls=st["ls"], lw=st["lw"], zorder=st["zorder"],
                 solid_capstyle="round", gid=gid, label=lab)
-    elif three_d:
-        artist = None
-        try:
-            artist = ax.plot_trisurf(*cols, color=st["color"], alpha=0.3, linewidth=0, shade=False)
-        except (RuntimeError, ValueError):  # a surface not a graph over the first two dims
-            artist = None
-        if artist is None:
-            ax.scatter(*cols, s=6, color=st["color"], alpha=0.4, depthshade=False, gid=gid, label=lab)
-        else:
+    elif three_d and s.surfaces:
+        for piece in s.surfaces:
+            artist = _draw_piece(ax, piece, dims, st["color"])
             artist.set_gid(gid)
-            if lab:
-                artist.set_label(lab)
+        if lab:
+            _add_extra(ax, _surface_proxy(st["color"]), lab, artist)
+    elif three_d:  # a 2-D set without smooth pieces: its samples
+        ax.scatter(*cols, s=6, color=st["color"], alpha=0.4, depthshade=False, gid=gid, label=lab)
     else:
         ax.scatter(*cols, s=6, color=st["color"], alpha=0.45, zorder=st["zorder"], gid=gid, label=lab, linewidths=0)
+
+
+#: Opacity of the surfaces of 2-D critical sets in 3-D.
+SURFACE_ALPHA = 0.32
+
+
+def _surface_proxy(color):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=color, alpha=SURFACE_ALPHA + 0.1, edgecolor=color)
+
+
+def _draw_piece(ax, piece, dims, color):
+    """One SurfacePiece on 3-D axes: a graph as a surface (NaN where the branch is absent), a planar
+    region as a filled contour {field > 0} in its plane."""
+    V, U = np.meshgrid(np.asarray(piece.v, float), np.asarray(piece.u, float), indexing="ij")
+    others = [i for i in range(3) if i != piece.axis]
+    coords = {others[0]: U, others[1]: V}
+    if piece.shape == "graph":
+        pts = np.asarray(piece.points, float)
+        return ax.plot_surface(*[pts[..., i] for i in dims], color=color, alpha=SURFACE_ALPHA, linewidth=0,
+                               shade=True, antialiased=True, rstride=1, cstride=1)
+    # mplot3d's contourf contours the argument in the slot of ``zdir`` over the other two
+    field = np.asarray(piece.field, float)
+    coords[piece.axis] = field
+    top = float(np.nanmax(field))
+    return ax.contourf(*[coords[i] for i in dims], levels=[0.0, top * (1 + 1e-9) + 1e-300],
+                       zdir="xyz"[dims.index(piece.axis)], offset=piece.offset, colors=[color], alpha=SURFACE_ALPHA)
 
 
 def critical_overlay(overlay, ax=None, *, dims=(0, 1), label=True):
@@ -304,17 +350,48 @@ def _color_levels(Z, n, cover=(), *, equalise=False):
 
 
 
-def energy_landscape(landscape, *, ax=None, levels=24):
+def _sides_of_undefined_lines(x, y, Z):
+    """The grid split at rows/columns where Z is undefined everywhere (E on w = 0): blocks (x, y, Z),
+    each carried up to the line with its own side's adjacent values (so no blank band is left), and
+    the lines [(axis, value)] (axis 1: a row, y = value; axis 0: a column, x = value)."""
+    blocks = [(x, y, Z)]
+    cuts = []
+    for axis in (1, 0):  # rows (y) first, then columns (x)
+        out = []
+        for bx, by, bz in blocks:
+            coord = by if axis == 1 else bx
+            vals = bz if axis == 1 else bz.T
+            dead = np.flatnonzero(np.all(~np.isfinite(vals), axis=1))
+            dead = [int(i) for i in dead if 0 < i < len(coord) - 1]
+            edges = [-1, *dead, len(coord)]
+            for i in dead:
+                cuts.append((axis, float(coord[i])))
+            for a, b in zip(edges[:-1], edges[1:]):
+                lo, hi = max(a, 0), min(b, len(coord) - 1)
+                piece = vals[lo:hi + 1].copy()
+                if a >= 0:
+                    piece[0] = piece[1]
+                if b < len(coord):
+                    piece[-1] = piece[-2]
+                sub = coord[lo:hi + 1]
+                out.append((bx, sub, piece) if axis == 1 else (sub, by, piece.T))
+        blocks = out
+    return [(np.meshgrid(bx, by)[0], np.meshgrid(bx, by)[1], bz) for bx, by, bz in blocks], cuts
+
+
+def energy_landscape(landscape, *, ax=None, levels=24, legend=True):
     """The conserved energy E over a 2-parameter plane (paper Fig. 1 a/c), or the loss without E.
 
     ``landscape``: a :class:`~flowlab.systems.markov.landscape.Landscape`. Filled contours of E
-    (``levels`` about this many, clipped to its 2..98 percentiles, undefined line masked) with a
+    (``levels`` about this many, clipped to its 2..98 percentiles; a line where E is undefined, w = 0,
+    is drawn as a thin grey line, each side filled up to it, with a legend entry) with a
     colour bar, the direction field of the flow -grad L/|grad L| (when the landscape has one), the
     separatrix (the branches of the level of E through the saddle along which the flow runs into
     it: the boundary of the basins) and the critical sets. Without an invariant E the filled
     contours show the loss, with quantile levels.
     """
     from matplotlib.colors import BoundaryNorm
+    from matplotlib.lines import Line2D
 
     _require(landscape, ("x", "y", "values", "quantity", "direction", "overlay", "separatrix"), "landscape",
              LANDSCAPE_HINT)
@@ -328,8 +405,17 @@ def energy_landscape(landscape, *, ax=None, levels=24):
     lv = _color_levels(Z, levels, [s.level for s in land.separatrix], equalise=not has_energy)
     cmap = _energy_cmap()
     norm = BoundaryNorm(lv, cmap.N, extend="both")  # every band its own shade, even for uneven levels
-    cf = ax.contourf(X, Y, Z, levels=lv, cmap=cmap, norm=norm, extend="both", zorder=0)
-    cf.set_gid("energy")
+    blocks, cuts = _sides_of_undefined_lines(np.asarray(land.x, float), np.asarray(land.y, float),
+                                             np.asarray(land.values, float))
+    cf = None
+    for bx, by, bz in blocks:  # each side of a line where E is undefined filled up to the line
+        part = ax.contourf(bx, by, np.ma.masked_invalid(bz), levels=lv, cmap=cmap, norm=norm, extend="both",
+                           zorder=0)
+        part.set_gid("energy" if cf is None else "energy:side")
+        cf = cf or part
+    for axis, value in cuts:
+        line = (ax.axhline if axis == 1 else ax.axvline)(value, color="0.45", lw=0.8, zorder=0.5, gid="undefined")
+        _add_extra(ax, Line2D([], [], color="0.45", lw=0.8), rf"${(xn, yn)[axis]}=0$: $E$ undefined", line)
     cax = ax.inset_axes([1.035, 0.0, 0.045, 1.0])  # follows the axes' box (equal aspect) exactly
     cbar = ax.figure.colorbar(cf, cax=cax)
     cbar.set_label(cbar_label)
@@ -345,7 +431,8 @@ def energy_landscape(landscape, *, ax=None, levels=24):
     ax.set_ylabel(_tex(yn))
     ax.set_aspect("equal")
     ax.set_title(_chain_title(land.chain))
-    _legend(ax)
+    if legend:
+        _legend(ax)
     return ax
 
 
@@ -379,22 +466,38 @@ def _direction_field(ax, field):
 
 
 # -------------------------------------------------------------------------- basin map
-def _basin_image(ax, label, x, y):
-    """The labels as an image, first parameter along x (gid "basins"); the extent drawn."""
-    from matplotlib.colors import BoundaryNorm, ListedColormap
+BASIN_BOUNDARY_STYLE = {"color": "black", "ls": "--", "lw": 1.2}
+
+
+def _basin_fill(ax, label, x, y):
+    """The labels as filled bands of the label field over the grid points, first parameter along x
+    (gid "basins"): a boundary runs between the grid points whose labels differ (no pixel staircase).
+    Returns the contour set, the extent drawn and the legend patches."""
     from matplotlib.patches import Patch
 
-    dx = (x[-1] - x[0]) / max(len(x) - 1, 1)
-    dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
-    extent = (x[0] - dx / 2, x[-1] + dx / 2, y[0] - dy / 2, y[-1] + dy / 2)
-    cmap = ListedColormap([COLORS["undetermined"], COLORS["local"], COLORS["global"]], name="flowlab_basins")
-    norm = BoundaryNorm([-1.5, -0.5, 0.5, 1.5], cmap.N)
-    im = ax.imshow(label.T, origin="lower", extent=extent, cmap=cmap, norm=norm, alpha=BASIN_ALPHA,
-                   interpolation="nearest", zorder=0)
-    im.set_gid("basins")
-    return im, extent, [(Patch(facecolor={1: COLORS["global"], 0: COLORS["local"], -1: COLORS["undetermined"]}[v],
-                               alpha=BASIN_ALPHA, edgecolor="none"), BASIN_LABELS[v])
-                        for v in (1, 0, -1) if v != -1 or np.any(label == -1)]
+    colors = [COLORS["undetermined"], COLORS["local"], COLORS["global"]]
+    cs = ax.contourf(x, y, label.T.astype(np.float64), levels=[-1.5, -0.5, 0.5, 1.5], colors=colors,
+                     alpha=BASIN_ALPHA, zorder=0, antialiased=True)
+    cs.set_gid("basins")
+    patches = [(Patch(facecolor={1: COLORS["global"], 0: COLORS["local"], -1: COLORS["undetermined"]}[v],
+                      alpha=BASIN_ALPHA, edgecolor="none"), BASIN_LABELS[v])
+               for v in (1, 0, -1) if v != -1 or np.any(label == -1)]
+    return cs, (x[0], x[-1], y[0], y[-1]), patches
+
+
+def _basin_boundary(ax, label, x, y):
+    """Where the labels change from 0 (non-global) to 1 (global): the 1/2 contour of the label field
+    (gid "basins:boundary"), drawn on a slice, which has no separatrix of E; None where there is none."""
+    from matplotlib.lines import Line2D
+
+    field = np.where(label >= 0, label, np.nan).T.astype(np.float64)
+    if not (np.any(field == 0) and np.any(field == 1)):
+        return None
+    cs = ax.contour(x, y, np.ma.masked_invalid(field), levels=[0.5], colors=BASIN_BOUNDARY_STYLE["color"],
+                    linestyles=BASIN_BOUNDARY_STYLE["ls"], linewidths=BASIN_BOUNDARY_STYLE["lw"], zorder=2.5)
+    cs.set_gid("basins:boundary")
+    _add_extra(ax, Line2D([], [], **BASIN_BOUNDARY_STYLE), "basin boundary (between grid labels)", cs)
+    return cs
 
 
 def _check_basin_overlay(landscape, grid, free, sliced):
@@ -412,11 +515,13 @@ def _check_basin_overlay(landscape, grid, free, sliced):
             raise FlowlabInputError(f"the Landscape is over {list(landscape.params)}; the grid over {free}")
 
 
-def basin_map(grid, *, landscape=None, ax=None, separatrix=True):
-    """The labels of a 2-D BasinGrid as an image (paper Fig. 1 b/d), with separatrix and critical sets.
+def basin_map(grid, *, landscape=None, ax=None, separatrix=True, legend=True):
+    """The labels of a 2-D BasinGrid as filled bands (paper Fig. 1 b/d), with separatrix and critical sets.
 
-    The image is drawn from ``grid.label`` (1 global -> green, 0 non-global -> red,
-    -1 undetermined -> grey), first parameter along x. ``landscape``:
+    The bands are the filled contours of ``grid.label`` over the grid points (1 global -> green,
+    0 non-global -> red, -1 undetermined -> grey; boundaries run between grid points whose labels
+    differ, not along pixel edges), first parameter along x. Where no separatrix of E is drawn (a
+    slice, a model without E) the boundary between labels 0 and 1 is drawn as a dashed line. ``landscape``:
     :func:`flowlab.systems.markov.landscape.basin_landscape` of the grid (None: the labels only);
     for a full 2-parameter grid a Landscape, whose separatrix is drawn unless ``separatrix`` is
     False and whose critical sets are overlaid; for a slice (a grid with fixed parameters) a
@@ -435,9 +540,12 @@ def basin_map(grid, *, landscape=None, ax=None, separatrix=True):
     label = label.reshape([len(grid.axes[n]) for n in free])
     ax = _axes(ax, figsize=(5.4, 5.9))
     xn, yn = free
-    im, extent, patches = _basin_image(ax, label, np.asarray(grid.axes[xn], float), np.asarray(grid.axes[yn], float))
+    gx, gy = np.asarray(grid.axes[xn], float), np.asarray(grid.axes[yn], float)
+    im, extent, patches = _basin_fill(ax, label, gx, gy)
     if separatrix and not sliced and landscape is not None and landscape.quantity == "E":
         _draw_separatrix(ax, landscape)
+    elif separatrix:
+        _basin_boundary(ax, label, gx, gy)
     for handle, text in patches:
         _add_extra(ax, handle, text, im)
     if landscape is not None and landscape.overlay is not None:
@@ -451,8 +559,33 @@ def basin_map(grid, *, landscape=None, ax=None, separatrix=True):
     if sliced:
         title += ",  " + ", ".join(f"${k} = {v:g}$" for k, v in sliced.items())
     ax.set_title(title)
-    _legend(ax)
+    if legend:
+        _legend(ax)
     return ax
+
+
+def figure1_panels(rows, axes=None):
+    """The paper's Figure 1: per row (one chain) the energy landscape and the basin map, one legend for all.
+
+    ``rows``: (Landscape, BasinGrid, its :func:`~flowlab.systems.markov.landscape.basin_landscape`)
+    per chain. Panels are lettered (a), (b), ... row by row; the legend (each entry once, including
+    the line w = 0 where E is undefined) sits below the panels. Returns the axes, shape (n, 2).
+    """
+    rows = list(rows)
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(len(rows), 2, figsize=(10.6, 4.9 * len(rows) + 0.6), layout="constrained",
+                               squeeze=False)
+    axes = np.asarray(axes, dtype=object).reshape(len(rows), 2)
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    for (plane, grid, basins), (left, right) in zip(rows, axes):
+        energy_landscape(plane, ax=left, legend=False)
+        basin_map(grid, landscape=basins, ax=right, legend=False)
+        left.set_title(f"({next(letters)}) energy and flow, " + left.get_title())
+        right.set_title(f"({next(letters)}) basins, " + right.get_title())
+    figure_legend(axes[0, 0].figure, axes.ravel(), ncol=5)
+    return axes
 
 
 # ------------------------------------------------------------------------ trajectories
@@ -481,12 +614,47 @@ def _draw_paths(ax, results, cols):
 
 
 
-def trajectories(results, *, ax=None, background=None, overlay=None, extent=None):
+#: A path whose extent is below this fraction of the axes' span is shown again in an inset.
+SMALL_PATH = 0.02
+
+
+def _zoom_small_paths(ax, results, overlay, bounds):
+    """An inset (gid "trajectory:inset") magnifying the paths too small to see at the axes' scale (e.g.
+    a flow from a small initialisation that ends on the unigram line near the origin), with the
+    critical sets; the magnified region is marked on the axes. None when every path is visible."""
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    span = max(abs(xlim[1] - xlim[0]), abs(ylim[1] - ylim[0]))
+    small = [r for r in results if np.ptp(np.asarray(r.theta, float)[:, :2], axis=0).max() < SMALL_PATH * span]
+    if not small:
+        return None
+    pts = np.concatenate([np.asarray(r.theta, float)[:, :2] for r in small])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    half = 0.5 * max(float(np.max(hi - lo)) * 1.25, 1e-3 * span)
+    mid = 0.5 * (lo + hi)
+    ins = ax.inset_axes(bounds)
+    ins.set_gid("trajectory:inset")
+    if overlay is not None:
+        critical_overlay(overlay, ins, dims=(0, 1), label=False)
+    _draw_paths(ins, small, (0, 1))
+    ins.set_xlim(mid[0] - half, mid[0] + half)
+    ins.set_ylim(mid[1] - half, mid[1] + half)
+    ins.set_aspect("equal")
+    ins.tick_params(labelsize=6.5, length=2, pad=1.5)
+    ins.locator_params(nbins=3)
+    ins.set_facecolor("white")
+    ins.set_title(f"zoom: {len(small)} short path{'s' if len(small) > 1 else ''}", fontsize=7, pad=2)
+    ax.indicate_inset_zoom(ins, edgecolor="0.2")
+    return ins
+
+
+def trajectories(results, *, ax=None, background=None, overlay=None, extent=None, inset=True):
     """Paths of FlowResults in the plane of their first two parameters, coloured by what they reached.
 
     ``background``: a Landscape (:func:`flowlab.systems.markov.landscape.landscape`) drawn
     underneath with :func:`energy_landscape` (its box sets the limits); otherwise ``overlay`` (a
     CriticalOverlay), when given, is drawn and ``extent`` ({name: (lo, hi)}) sets the limits.
+    ``inset``: paths too small to see (under 2 % of the axes' span) are magnified in an inset (True:
+    upper left; or its bounds [x, y, width, height] in axes fractions; False: none).
     """
     results = list(results)
     if not results:
@@ -505,6 +673,9 @@ def trajectories(results, *, ax=None, background=None, overlay=None, extent=None
             ax.set_xlim(*extent[params[0]])
             ax.set_ylim(*extent[params[1]])
         ax.set_title(_chain_title(results[0].chain))
+    if inset:
+        _zoom_small_paths(ax, results, background.overlay if background is not None else overlay,
+                          [0.13, 0.60, 0.34, 0.34] if inset is True else inset)
     ax.set_xlabel(_tex(params[0]))
     ax.set_ylabel(_tex(params[1]))
     ax.set_aspect("equal")
@@ -512,53 +683,104 @@ def trajectories(results, *, ax=None, background=None, overlay=None, extent=None
     return ax
 
 
-def flow_3d(flows, *, ax=None):
+#: Default view of a 3-D figure (elevation, azimuth in degrees).
+VIEW_3D = (22.0, -58.0)
+
+
+def _data_limits(flows, pad=0.04):
+    """Per parameter: the range of what is drawn (paths and critical sets), padded, but not beyond the
+    flows' box unless something drawn is."""
+    drawn = [np.asarray(r.theta, float) for r in flows.flows]
+    if flows.overlay is not None:
+        drawn += [np.asarray(s.points, float) for s in flows.overlay.sets if len(s.points)]
+    allpts = np.concatenate(drawn)
+    out = []
+    for i, p in enumerate(flows.params):
+        col = allpts[:, i][np.isfinite(allpts[:, i])]
+        dmin, dmax = float(np.min(col)), float(np.max(col))
+        width = max(dmax - dmin, 1e-9)
+        out.append((max(dmin - pad * width, min(flows.box[p][0], dmin)),
+                    min(dmax + pad * width, max(flows.box[p][1], dmax))))
+    return out
+
+
+def flow_3d(flows, *, ax=None, view=VIEW_3D, legend=True):
     """Gradient flows of a 3-parameter model (e.g. ewb) with its critical sets, in 3-D.
 
     ``flows``: a :class:`~flowlab.systems.markov.landscape.Flows3D`
-    (:func:`flowlab.systems.markov.landscape.flows_3d`). The drawn box covers the flows' box and
-    every path.
+    (:func:`flowlab.systems.markov.landscape.flows_3d`). A 2-D critical set is drawn as its smooth
+    pieces (each branch of {D = D*} its own surface, a planar set as a filled region). The drawn box
+    covers every path and critical set, within the flows' box where the data fill less of it;
+    ``view``: (elevation, azimuth) in degrees.
     """
     _require(flows, ("flows", "overlay", "box", "params"), "flows",
              "a Flows3D (flowlab.systems.markov.landscape.flows_3d)")
     if ax is None:
         import matplotlib.pyplot as plt
 
-        ax = plt.figure(figsize=(8.4, 6.0), layout="constrained").add_subplot(projection="3d")
+        ax = plt.figure(figsize=(7.2, 6.6), layout="constrained").add_subplot(projection="3d")
         _OWN_3D.add(ax)
     elif getattr(ax, "name", "") != "3d":
         raise FlowlabInputError("flow_3d needs a 3-D axes (add_subplot(projection='3d'))")
-    box = flows.box
     if flows.overlay is not None:
         critical_overlay(flows.overlay, ax, dims=(0, 1, 2), label=True)
     _draw_paths(ax, flows.flows, (0, 1, 2))
-    reach = np.concatenate([np.asarray(r.theta, float) for r in flows.flows])
-    limits = (ax.set_xlim, ax.set_ylim, ax.set_zlim)
-    for i, (setter, lim, p) in enumerate(zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), limits, flows.params)):
-        setter(_tex(p))
-        lim(min(box[p][0], float(np.min(reach[:, i]))), max(box[p][1], float(np.max(reach[:, i]))))
-    ax.set_title(f"model {flows.model.name}, " + _chain_title(flows.chain))
-    _legend(ax)
+    setters = (ax.set_xlim, ax.set_ylim, ax.set_zlim)
+    labels = (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)
+    for setter, label, lim, p in zip(setters, labels, _data_limits(flows), flows.params):
+        label(_tex(p), labelpad=2)
+        setter(*lim)
+    ax.view_init(*view)
+    ax.set_box_aspect((1.0, 1.0, 0.9), zoom=0.96)
+    ax.set_title(f"model {flows.model.name}, " + _chain_title(flows.chain), pad=0)
+    if legend:
+        _legend(ax)
     return ax
 
 
 # ---------------------------------------------------------------------------- loss curve
-def loss_curve(result, ax=None, *, label: str | None = None, references: bool = True, linestyle: str = "-"):
-    """Loss along a flow (log time axis) with the unigram and bigram losses as references."""
+def _loss_path(result):
+    """(t, loss) of a flow: the dense samples of the solver's interpolant when the flow has them, else its steps."""
+    if getattr(result, "dense_t", None) is not None:
+        return np.asarray(result.dense_t, float), np.asarray(result.dense_loss, float)
+    return np.asarray(result.t, float), np.asarray(result.loss, float)
+
+
+#: Smallest excess loss L - H drawn on the log axis of ``loss_curve(..., excess=True)`` (below: rounding).
+EXCESS_FLOOR = 1e-13
+
+
+def loss_curve(result, ax=None, *, label: str | None = None, references: bool = True, linestyle: str = "-",
+               excess: bool = False):
+    """Loss along a flow (log time axis) with the unigram and bigram losses as references.
+
+    The curve is the flow's dense output when it has one (``gradient_flow(..., dense_output=N)``: the
+    solver's interpolant sampled, smooth between steps), else straight segments between its steps.
+    ``excess``: draw L - H (log axis, floored at :data:`EXCESS_FLOOR`) instead of L, so that flows near
+    either level use the panel's height; the unigram reference is then h(pi1) - H.
+    """
     ax = _axes(ax)
-    t = np.asarray(result.t, dtype=np.float64)
+    t, loss = _loss_path(result)
+    chain = result.chain
     color = COLORS[result.reached]
-    ax.plot(t, result.loss, color=color, ls=linestyle, lw=1.8,
+    y = np.maximum(loss - chain.entropy_rate, EXCESS_FLOOR) if excess else loss
+    ax.plot(t, y, color=color, ls=linestyle, lw=1.8, gid="loss",
             label=label or f"{result.model.name}, reached {result.reached}")
     if references:
-        chain = result.chain
-        ax.axhline(chain.unigram_loss, ls="--", lw=1, color=COLORS["local"],
-                   label=rf"unigram $h(\pi_1)$ = {chain.unigram_loss:.4f}")
-        ax.axhline(chain.entropy_rate, ls=":", lw=1.2, color=COLORS["global"],
-                   label=rf"bigram $H$ = {chain.entropy_rate:.4f}")
+        gap = chain.unigram_loss - chain.entropy_rate
+        ax.axhline(gap if excess else chain.unigram_loss, ls="--", lw=1, color=COLORS["local"],
+                   label=(rf"unigram $h(\pi_1) - H$ = {gap:.4f}" if excess
+                          else rf"unigram $h(\pi_1)$ = {chain.unigram_loss:.4f}"))
+        if not excess:
+            ax.axhline(chain.entropy_rate, ls=":", lw=1.2, color=COLORS["global"],
+                       label=rf"bigram $H$ = {chain.entropy_rate:.4f}")
     ax.set_xscale("symlog", linthresh=0.1)  # linear near t = 0, logarithmic after
     ax.set_xlabel(r"flow time $t$")
-    ax.set_ylabel(r"loss $L(\theta(t))$ [nats]")
+    if excess:
+        ax.set_yscale("log")
+        ax.set_ylabel(r"excess loss $L(\theta(t)) - H$ [nats]")
+    else:
+        ax.set_ylabel(r"loss $L(\theta(t))$ [nats]")
     ax.legend(fontsize=8)
     return ax
 
@@ -598,7 +820,8 @@ def _init_color(runs, color):
 
 
 def training_curves(runs, *, ax=None, unigram=None, bigram=None, label=None, color=None):
-    """Mean +- std (over seeds) of the loss against the training step, for runs of one initialisation.
+    """Mean +- std (over seeds, a band) and every seed (thin lines) of the loss against the training step,
+    for runs of one initialisation.
 
     ``runs``: :class:`flowlab.systems.markov.train.TrainResult` objects (exact expected loss of ``ewb``) or
     transformer results (dicts with ``steps`` and ``losses``), logged at the same steps.
@@ -613,7 +836,11 @@ def training_curves(runs, *, ax=None, unigram=None, bigram=None, label=None, col
     mean, std = values.mean(axis=0), values.std(axis=0)
     color = _init_color(runs, color)
     if label is None:
-        label = f"{_run_field(runs[0], 'init')} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        n, init = len(runs), _run_field(runs[0], "init")
+        label = (rf"{init}: {n} seeds (thin), mean $\pm$ std; final {mean[-1]:.4f} $\pm$ {std[-1]:.1e}" if n > 1
+                 else f"{init} (1 seed)")
+    for run in values:  # every seed as a thin line: the spread stays visible when the band is thin
+        ax.plot(steps, run, color=color, lw=0.7, alpha=0.55, gid="training:seed")
     ax.plot(steps, mean, color=color, lw=1.8, label=label, gid="training:mean")
     ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.25, lw=0, gid="training:std")
     if unigram is not None:

@@ -1,7 +1,7 @@
 """The single compile site: SymPy expressions -> vectorised NumPy functions (one ``lambdify``).
 
 Every system compiles through :func:`compile_exprs`, so the stable NumPy twins of the special
-functions (:data:`flowlab.symbolic.special.NUMPY_IMPLEMENTATIONS`) are always used and no parameter
+functions (:data:`flowlab.symbolic.twins.NUMPY_IMPLEMENTATIONS`) are always used and no parameter
 name can shadow a name the generated code uses (:func:`compiled_names` lists those names).
 """
 
@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from flowlab.symbolic.special import NUMPY_IMPLEMENTATIONS
+from flowlab.symbolic.twins import NUMPY_IMPLEMENTATIONS
 
 
 def compile_exprs(args, exprs) -> Callable:
@@ -39,8 +39,21 @@ def compiled_names() -> frozenset[str]:
     """The global names the compiled code uses for every whitelisted and special function.
 
     Found by compiling a probe that applies each function (and its derivative) through
-    :func:`compile_exprs`, so the set follows SymPy's printer (maximum, select, less, nan, ...).
+    :func:`compile_exprs`, so the set follows SymPy's printer (maximum, select, less, nan, ...). The probe
+    takes ~1 s; its result (a list of names) is kept in the on-disk cache (:mod:`flowlab.symbolic.cache`).
     """
+    from flowlab.symbolic import cache as disk_cache
+
+    stored = disk_cache.get("compiled-names", "probe")
+    if isinstance(stored, list) and stored and all(isinstance(name, str) for name in stored):
+        return frozenset(stored)
+    names = _probe_names()
+    disk_cache.put("compiled-names", "probe", sorted(names))
+    return names
+
+
+def _probe_names() -> frozenset[str]:
+    """The names of :func:`compiled_names`, found by compiling the probe."""
     import sympy as sp
 
     from flowlab.symbolic.parse import ALLOWED_FUNCTIONS

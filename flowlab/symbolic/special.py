@@ -3,19 +3,21 @@
 The derivation writes losses with these functions so that one ``lambdify`` turns them into
 log-domain NumPy code: finite for logit gaps |D| far beyond 10^3, with no overflow warnings.
 Each class knows its exact derivative (``fdiff``), its closed form (``closed_form``) and its
-LaTeX; ``NUMPY_IMPLEMENTATIONS`` maps the class names to the stable NumPy functions.
+LaTeX; ``NUMPY_IMPLEMENTATIONS`` maps the class names to the stable NumPy functions, which live in
+:mod:`flowlab.symbolic.twins` (importable without SymPy, for code loaded from the on-disk cache).
 
 zeta0 (:class:`profiled_logit0`), :func:`stationary_law` and :func:`bias_quadratic` are named after the
 Markov system's profiled bias but are plain functions of (D, p, q) that import no system; they stay
-here because the single compile site (:mod:`flowlab.symbolic.compile`) needs every stable NumPy twin
-in one mapping.
+in the symbolic layer because the single compile site (:mod:`flowlab.symbolic.compile`) needs every
+stable NumPy twin in one mapping.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from scipy.special import expit
+
+from flowlab.symbolic.twins import NUMPY_IMPLEMENTATIONS, stationary_law  # noqa: F401 (re-exported)
 
 
 class softplus(sp.Function):
@@ -58,11 +60,6 @@ def log_dsigmoid(z):
     return -softplus(z) - softplus(-z)
 
 
-def stationary_law(p, q):
-    """(pi0, pi1) = (q, p) / (p + q), for symbols or numbers."""
-    return q / (p + q), p / (p + q)
-
-
 def bias_quadratic(D, p, q):
     """Coefficients (a, b, c) of a u^2 + b u + c = 0 solved by u = exp(zeta0) (MODELS.md 2)."""
     pi0, pi1 = stationary_law(p, q)
@@ -101,38 +98,51 @@ class profiled_logit0(sp.Function):
         return tex if exp is None else r"%s^{%s}" % (tex, exp)
 
 
-def _np_softplus(z):
-    return np.logaddexp(0.0, z)
+#: |D| up to which :func:`profiled_sigmoid1` is used: e^-|D| stays a normal float (no 0/0 at p = q), and it
+#: equals the log-domain form to a few ulps (tests/test_speed_paths.py checks |D| <= 10^3 with the
+#: log-domain form beyond).
+PROFILED_FAST_RANGE = 700.0
 
 
-def _np_profiled_logit0(D, p, q):
-    """Stable log-domain evaluation of zeta0 (see :class:`profiled_logit0`)."""
+def profiled_sigmoid1(D, p, q):
+    """sigma(zeta0(D) + D), the optimal-bias probability of token 1 after token 1, from the bias quadratic.
+
+    v = e^(zeta0 + D) is the positive root of pi0 v^2 + beta v - pi1 e^D = 0, beta = pi0 - pi1 (the
+    quadratic of :func:`bias_quadratic` with u = v e^-D). With A = e^min(D, 0) and F = e^-max(D, 0)
+    (both <= 1: nothing overflows; A F = e^-|D|), c = 4 pi0 pi1 and R = sqrt(beta^2 F^2 + c A F),
+    both signs of D give sigma = v / (1 + v) = 2 pi1 A / (R + beta F + 2 pi1 A); for beta < 0 the sum
+    R + beta F cancels and is rationalised to c A F / (R - beta F). Two exps of non-positive numbers,
+    one sqrt, no branch on the data (the sign of beta is one number per chain). Equal to the
+    log-domain ``expit(D + zeta0)`` to a few ulps for |D| <= :data:`PROFILED_FAST_RANGE`.
+    """
     D = np.asarray(D, dtype=np.float64)
-    pi0, pi1 = stationary_law(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
-    b = pi0 - pi1
-    log_4ac = np.log(4.0 * pi0 * pi1) + D  # log(4 pi0 pi1 e^D) = log(-4 a c)
-    with np.errstate(divide="ignore"):
-        log_abs_b = np.log(np.abs(b))  # -inf when pi0 = pi1, which logaddexp handles
-    log_s = 0.5 * np.logaddexp(2.0 * log_abs_b, log_4ac)  # log sqrt(b^2 - 4ac)
-    # log(b + s): direct when b >= 0; for b < 0 rationalise s - |b| = -4ac / (s + |b|).
-    if b.ndim == 0:  # one chain: evaluate only the branch that applies
-        log_b_plus_s = np.logaddexp(log_abs_b, log_s)
-        if b < 0:
-            log_b_plus_s = log_4ac - log_b_plus_s
-    else:
-        log_b_plus_s = np.where(
-            b >= 0,
-            np.logaddexp(log_abs_b, log_s),
-            log_4ac - np.logaddexp(log_s, log_abs_b),
-        )
-    return np.log(2.0 * pi1) - log_b_plus_s
-
-
-NUMPY_IMPLEMENTATIONS = {
-    "softplus": _np_softplus,
-    "sigmoid": expit,
-    "profiled_logit0": _np_profiled_logit0,
-}
+    pi0, pi1 = stationary_law(float(p), float(q))
+    beta, c = pi0 - pi1, 4.0 * pi0 * pi1
+    A = np.minimum(D, 0.0)
+    np.exp(A, out=A)
+    F = np.maximum(D, 0.0)
+    np.negative(F, out=F)
+    np.exp(F, out=F)
+    R = F * F  # in place from here: each line one pass, no temporaries
+    R *= beta * beta
+    AF = A * F
+    AF *= c
+    R += AF
+    np.sqrt(R, out=R)
+    bF = F
+    bF *= beta
+    if beta >= 0:
+        A *= 2.0 * pi1  # num = 2 pi1 A
+        R += bF
+        R += A
+        A /= R
+        return A
+    R -= bF  # R - beta F
+    R *= 2.0 * pi1  # num
+    AF /= A  # c F (A > 0 for |D| <= 745)
+    AF += R
+    R /= AF
+    return R
 
 
 def closed_forms(expr):

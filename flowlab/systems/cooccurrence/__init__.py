@@ -2,7 +2,8 @@
 
 MODELS.md §6. Modules: ``data`` (Def. 2.1, Assumption 2.3), ``trajectory`` (the common output of
 every engine and its observables), ``full`` (the model of Eq. 1, its gradient, GD and gradient flow),
-``gram`` (the exact Gram flow), ``experiments`` (compare, scaling).
+``gram`` (the exact Gram flow), ``experiments`` (compare, scaling), ``system`` (the full model on the
+engine's System protocol: ``CooccurrenceSystem``).
 """
 
 from .data import CooccurrenceData, sample, training_set, type_counts
@@ -24,12 +25,14 @@ from .full import (
     per_type_losses,
 )
 from .gram import GramState, gram_flow, gram_rhs, grams_from_weights, wishart_grams
+from .system import CooccurrenceSystem
 from .trajectory import Trajectory, first_correct_time, forward, loss_gradients, observables
 
 __all__ = [
     "PAPER_INIT",
     "CompareResult",
     "CooccurrenceData",
+    "CooccurrenceSystem",
     "GramState",
     "ScalingResult",
     "Trajectory",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -58,15 +59,28 @@ class MarkovBasinGrid(BasinGrid):
     chain: MarkovChain | None = None
 
 
-def box_sets(model: Model, chain: MarkovChain, box=None, crit=None) -> BoxSets:
-    """The critical sets in the box, for display only (the labels rely on the box-independent reference)."""
+@lru_cache(maxsize=64)
+def _critical_sets(model: Model, chain: MarkovChain, box: tuple, method: str, samples: int):
     from flowlab.systems.markov.critical import critical_sets
 
+    return critical_sets(model, chain, dict(box), method=method, samples=samples)
+
+
+def shared_critical_sets(model: Model, chain: MarkovChain, box=None, *, method: str = "auto", samples: int = 64):
+    """:func:`flowlab.systems.markov.critical.critical_sets` computed once per (model, chain, box, method,
+    samples) in a process and shared by every analysis (the result is frozen; an error is not cached)."""
+    from flowlab.systems.markov.critical import make_box
+
+    return _critical_sets(model, chain, tuple(sorted(make_box(model, box).items())), method, samples)
+
+
+def box_sets(model: Model, chain: MarkovChain, box=None, crit=None) -> BoxSets:
+    """The critical sets in the box, for display only (the labels rely on the box-independent reference)."""
     if crit is None:  # the symbolic sets when they apply, without the numeric cross-check `flowlab critical` runs
         try:
-            crit = critical_sets(model, chain, box, samples=8, method="symbolic")
+            crit = shared_critical_sets(model, chain, box, samples=8, method="symbolic")
         except FlowlabInputError:
-            crit = critical_sets(model, chain, box, samples=8)
+            crit = shared_critical_sets(model, chain, box, samples=8)
     elif crit.model != model or crit.chain != chain:
         raise FlowlabInputError("the critical sets given belong to another model or chain")
     return BoxSets(
@@ -169,6 +183,19 @@ def _cross_check(nm, points, labels) -> dict | None:
     }
 
 
+def _context_system(model: Model, chain: MarkovChain, context: int | None, method: str) -> MarkovSystem:
+    """The system whose flow is labelled: the long-context loss, or with ``context=N`` the exact finite-context
+    loss over positions 1..N. Its reference is then H and the unigram level with ``complete=False``, so a label
+    1 needs the end point itself (reached), never the long-context proof; the critical sets shown and the
+    invariant cross-check belong to the long-context loss and are left out."""
+    if context is None:
+        return MarkovSystem(model, chain)
+    if method != "flow":
+        raise FlowlabInputError("--context: the invariant method uses the conserved E of the long-context loss; "
+                                "the finite-context loss has none: use --method flow")
+    return MarkovSystem(model, chain, context)
+
+
 # ------------------------------------------------------------------------------ the grid
 def basin_grid(
     model: Model,
@@ -183,6 +210,7 @@ def basin_grid(
     quiet: bool = True,
     fixed=None,
     crit=None,
+    context: int | None = None,
 ) -> MarkovBasinGrid:
     """Label every point of a grid over the box ``ranges`` ({name: (lo, hi)}, default -3..3).
 
@@ -192,7 +220,8 @@ def basin_grid(
 
     A grid whose estimated time (from a pilot of 1024 points) exceeds ``max_seconds`` is refused
     before the work starts. With ``method="flow"`` on ``ew`` the labels are cross-checked against
-    the invariant method (agreement away from the separatrix).
+    the invariant method (agreement away from the separatrix). ``context=N``: the flow of the exact
+    finite-context loss (:func:`_context_system`).
 
     >>> from flowlab import MarkovChain, get_model
     >>> g = basin_grid(get_model("ew"), MarkovChain(0.9, 0.9), grid=16)
@@ -215,8 +244,10 @@ def basin_grid(
         )
     if method == "flow":
         _require_resolvable_flow(model, chain)
-    sets = box_sets(model, chain, full, crit)  # the critical sets are searched in the full box
-    system = MarkovSystem(model, chain)
+    system = _context_system(model, chain, context, method)
+    # the critical sets are searched in the full box (long context only: display, never used by the labels)
+    sets = box_sets(model, chain, full, crit) if context is None else BoxSets()
+    cross_check = cross_check and context is None
     ref = system.reference()
     phases = {"critical_sets": time.perf_counter() - t0}
     if method == "invariant":
@@ -252,6 +283,7 @@ def gaussian_basin(
     settings: FlowSettings | None = None,
     quiet: bool = True,
     max_seconds: float = 1800.0,
+    context: int | None = None,
 ) -> GaussianBasin:
     """P(reach a global minimum) for theta0 ~ N(0, sigma^2 I), with a 95% interval
     (:class:`~flowlab.engine.basins.GaussianBasin`).
@@ -270,8 +302,8 @@ def gaussian_basin(
         _require_resolvable_flow(model, chain)
     t0 = time.perf_counter()
     half = max(3.0, 6 * sigma)
-    sets = box_sets(model, chain, {k: (-half, half) for k in model.params})
-    system = MarkovSystem(model, chain)
+    system = _context_system(model, chain, context, method)
+    sets = box_sets(model, chain, {k: (-half, half) for k in model.params}) if context is None else BoxSets()
     ref = system.reference()
     phases = {"critical_sets": time.perf_counter() - t0}
     if method == "invariant":

@@ -103,10 +103,23 @@ def _compile_terms(model: Model) -> _Compiled:
     params = [param_symbol(n) for n in prof.params]
     args = [*params, TOKEN, ATTENTION]
     f = prof.logit
+
+    def step(*a):  # Heaviside(x) with H(0) = 1/2 is (1 + sign(x)) / 2 exactly: one pass instead of a select
+        return (1 + sp.sign(a[0])) / 2 if len(a) == 1 or a[1] == sp.S.Half else sp.Heaviside(*a)
+
     return _Compiled(
         logit=compile_exprs(args, [f]),
-        grad=compile_exprs(args, [tidy(sp.diff(f, s)) for s in params]),
+        grad=compile_exprs(args, [tidy(sp.diff(f, s)).replace(sp.Heaviside, step) for s in params]),
     )
+
+
+def _by_token(terms: ContextTerms) -> ContextTerms:
+    """The terms of a logit that does not read m, one per token x: sum_k w_k CE(t_k, s) = W CE(t, s) with
+    W = sum_k w_k and t = sum_k w_k t_k / W over the terms of that x (exact: CE is affine in the target)."""
+    xs = np.unique(terms.x)
+    weight = np.array([terms.weight[terms.x == x].sum() for x in xs])
+    target = np.array([terms.weight[terms.x == x] @ terms.target[terms.x == x] for x in xs]) / weight
+    return ContextTerms(xs, np.zeros(xs.size), weight, target, terms.n, terms.dropped_mass)
 
 
 class ContextModel:
@@ -124,6 +137,8 @@ class ContextModel:
         self.model, self.chain, self.n = model, chain, n
         self.params = model.params
         self.terms = context_terms(chain, n)
+        if not model.uses_attention:  # the per-term work is shared by every (x, m) of one token
+            self.terms = _by_token(self.terms)
         self.compiled = _compile_terms(model)
         self.free_bias = model.bias == "free"
         self.chunk = chunk
@@ -155,18 +170,27 @@ class ContextModel:
         return out.reshape(shape)
 
     def _solve_bias(self, z):
-        """Safeguarded Newton on g(b) = sum_k w_k sigma(z_k + b) - sum_k w_k t_k (increasing in b)."""
+        """Safeguarded Newton on g(b) = sum_k w_k sigma(z_k + b) - sum_k w_k t_k (increasing in b).
+
+        The per-term exponentials are computed once per point: with E_k = e^(z_k - max z) (<= 1) and
+        U = e^(b + max z), sigma(z_k + b) = E_k U / (1 + E_k U), so an iteration costs a product, a sum
+        and a division per term instead of an exponential; a point whose U would overflow or underflow
+        (|b + max z| > 700) takes the iteration on sigma directly.
+        """
         t = self.terms
         tbar = float(t.weight @ t.target)
+        zmax, zmin = z.max(axis=1), z.min(axis=1)
         # bracket: every sigma below min t (g < 0) / above max t (g > 0)
-        lo = np.log(t.target.min() / (1 - t.target.min())) - z.max(axis=1) - 1.0
-        hi = np.log(t.target.max() / (1 - t.target.max())) + (-z.min(axis=1)) + 1.0
+        lo = np.log(t.target.min() / (1 - t.target.min())) - zmax - 1.0
+        hi = np.log(t.target.max() / (1 - t.target.max())) + (-zmin) + 1.0
         b = np.clip(np.log(tbar / (1 - tbar)) - z @ t.weight, lo, hi)  # exact when all z_k are equal
+        E = z - zmax[:, None]
+        np.exp(E, out=E)
         act = np.arange(z.shape[0])
         for _ in range(80):
-            s = expit(z[act] + b[act, None])
-            g = s @ t.weight - tbar
-            h = (s * (1 - s)) @ t.weight
+            full = act.size == z.shape[0]
+            g, h = self._bias_terms(E if full else E[act], z if full else z[act], b[act] + zmax[act])
+            g -= tbar
             done = np.abs(g) <= 1e-15
             lo[act] = np.where(g < 0, b[act], lo[act])
             hi[act] = np.where(g > 0, b[act], hi[act])
@@ -180,6 +204,20 @@ class ContextModel:
             if act.size == 0:
                 break
         return b
+
+    def _bias_terms(self, E, z, shift):
+        """(sum_k w_k s_k, sum_k w_k s_k (1 - s_k)) with s_k = sigma(z_k + b), ``shift`` = b + max z per row."""
+        w = self.terms.weight
+        safe = np.abs(shift) <= 700.0
+        if not safe.all():  # rare: the direct sigmoid for every row (the same values)
+            s = expit(z + (shift - z.max(axis=1))[:, None])
+            return s @ w, (s * (1 - s)) @ w
+        eu = E * np.exp(shift)[:, None]  # e^(z_k + b)
+        den = eu + 1.0
+        eu /= den  # sigma
+        g = eu @ w
+        eu /= den  # sigma (1 - sigma) = e / (1 + e)^2
+        return g, eu @ w
 
     def loss_and_gradient(self, theta):
         shape, th, bias = self._split(theta)

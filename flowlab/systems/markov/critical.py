@@ -290,7 +290,7 @@ class _ComponentView:
 class _SymbolicAssembly:
     """Binds a CriticalStructure to a chain and a box; builds the classified sets."""
 
-    def __init__(self, model: Model, chain: MarkovChain, box, samples: int):
+    def __init__(self, model: Model, chain: MarkovChain, box, samples: int, chain_free: bool = False):
         import sympy as sp
 
         from flowlab.systems.markov.critical_symbolic import critical_structure
@@ -311,9 +311,32 @@ class _SymbolicAssembly:
         self.dstar = chain.optimal_gap
         self.sides: list = []
         self.outside: list[str] = []
+        # the sets' text and LaTeX at this chain: p and q as the exact rationals of their decimal text
+        self.exact = {} if chain_free else {P_SYM: sp.Rational(repr(chain.p)), Q_SYM: sp.Rational(repr(chain.q))}
         subs = {P_SYM: chain.p, Q_SYM: chain.q}
         self.region_fns = [compile_expression(self.prof_symbols, r.subs(subs))
                            for r in (self.structure.region if self.structure is not None else ())]
+
+    # rendering: an expression of the structure as the sets' text and LaTeX show it
+    def show(self, expr):
+        """``expr`` at this chain (p, q exact, simplified); unchanged when the text is chain-free.
+
+        Of the substituted expression and two simplified forms, the one with the fewest operations.
+        """
+        sp = self.sp
+        if not self.exact or not isinstance(expr, sp.Basic):
+            return expr
+        raw = expr.subs(self.exact)
+        simple = sp.simplify(raw)
+        return min((raw, sp.powsimp(simple), simple), key=lambda x: (sp.count_ops(x), len(sp.sstr(x))))
+
+    def show_sign(self, expr):
+        """:meth:`show` of an expression whose sign is what matters (c > 0), without a positive numeric factor."""
+        x = self.show(expr)
+        if not self.exact:
+            return x
+        coeff = self.sp.factor_terms(x).as_coeff_Mul()[0]
+        return self.sp.expand(x / abs(coeff)) if coeff.is_Rational and coeff != 0 else x
 
     # lifting profiled points to the model's coordinates
     def lift(self, pts):
@@ -359,13 +382,14 @@ class _SymbolicAssembly:
 
     def gap_level(self):
         pts = _level_points(self.nm, self.dstar, self.lo, self.hi)
-        eq = f"{self.tex(self.structure.gap)} = D^*"
+        gap = self.show(self.structure.gap)
+        eq = f"{self.tex(gap)} = D^*"
 
         def member(x):
             return np.abs(self.nm.gap(np.atleast_2d(x)) - self.dstar) <= MEMBER_TOL * max(1.0, abs(self.dstar))
 
         return self.make_set(
-            "global_min", len(self.params) - 1, self.chain.entropy_rate, eq, f"{self.structure.gap} = D*", pts,
+            "global_min", len(self.params) - 1, self.chain.entropy_rate, eq, f"{gap} = D*", pts,
             f"global minima, the bigram model (loss H), D* = {self.dstar:.10g}", member,
         )
 
@@ -387,8 +411,8 @@ class _SymbolicAssembly:
             what="the unigram set (D = 0)" if d0 == 0 else f"grad D = 0 with D = {d0:.6g}",
         )
         pts = view.samples(self.lo, self.hi)
-        base_tex = r",\ ".join(f"{sp.latex(s)} = {sp.latex(v)}" for s, v in view.fixed.items())
-        base_txt = ", ".join(f"{s} = {sp.sstr(v)}" for s, v in view.fixed.items())
+        base_tex = r",\ ".join(f"{sp.latex(s)} = {sp.latex(self.show(v))}" for s, v in view.fixed.items())
+        base_txt = ", ".join(f"{s} = {sp.sstr(self.show(v))}" for s, v in view.fixed.items())
         if comp.cases is not None:
             base_tex += r",\ " + comp.condition(view.split, latex=True)
             base_txt += ", " + comp.condition(view.split, latex=False)
@@ -428,7 +452,7 @@ class _SymbolicAssembly:
             if dim == 1 and all(s in sd for s in free):
                 split_pts.append((view.coords(np.array([[float(sd[s]) for s in free]]))[0], sd))
         intervals = self._intervals(split_pts, free, view.curvature, view.coords) if dim == 1 else {}
-        c_tex, c_txt = self.tex(comp.curvature), sp.sstr(comp.curvature)
+        c_tex, c_txt = self.tex(self.show_sign(comp.curvature)), sp.sstr(self.show_sign(comp.curvature))
         out = []
         for csign in (1, -1):
             kind = "global_min" if level.at_optimum else ("local_min" if level.sgn * csign > 0 else "local_max")
@@ -463,7 +487,8 @@ class _SymbolicAssembly:
             if not view.in_cases(x0[None])[0]:
                 continue
             if not _in_box(x0[None], self.lo, self.hi)[0]:
-                self.outside.append(", ".join(f"{k} = {sp.sstr(v)}" for k, v in (*view.fixed.items(), *sd.items()))
+                self.outside.append(", ".join(f"{k} = {sp.sstr(self.show(v))}"
+                                              for k, v in (*view.fixed.items(), *sd.items()))
                                     + f" ({level.what}, where its normal curvature changes sign)")
                 continue
             kind = "global_min" if level.at_optimum else self._higher_order(x0, level.d0, level.sgn)
@@ -477,8 +502,8 @@ class _SymbolicAssembly:
 
             out.append(
                 self.make_set(kind, len(view.free) - 1, level.loss,
-                              r",\ ".join(f"{sp.latex(s)} = {sp.latex(v)}" for s, v in items),
-                              ", ".join(f"{s} = {sp.sstr(v)}" for s, v in items), x0[None],
+                              r",\ ".join(f"{sp.latex(s)} = {sp.latex(self.show(v))}" for s, v in items),
+                              ", ".join(f"{s} = {sp.sstr(self.show(v))}" for s, v in items), x0[None],
                               f"{level.what}, where its normal curvature changes sign", member)
             )
         return out
@@ -537,8 +562,8 @@ class _SymbolicAssembly:
 
             out.append(
                 self.make_set(kind, len(comp.free) - 1, loss,
-                              r",\ ".join(f"{sp.latex(k)} = {sp.latex(v)}" for k, v in items),
-                              ", ".join(f"{k} = {sp.sstr(v)}" for k, v in items), pts,
+                              r",\ ".join(f"{sp.latex(k)} = {sp.latex(self.show(v))}" for k, v in items),
+                              ", ".join(f"{k} = {sp.sstr(self.show(v))}" for k, v in items), pts,
                               f"{what}, where its normal curvature changes sign", member)
             )
         return out
@@ -575,7 +600,7 @@ class _SymbolicAssembly:
         """One free variable: (LaTeX, text) of the intervals where the curvature is > 0 and < 0."""
         sp = self.sp
         (s,) = free
-        exact = {float(sd[s]): sd[s] for _, sd in split_pts}
+        exact = {float(sd[s]): self.show(sd[s]) for _, sd in split_pts}
         edges = [-math.inf, *sorted(exact), math.inf]
         out: dict[int, list[tuple[str, str]]] = {1: [], -1: []}
         name = sp.latex(s)
@@ -698,9 +723,9 @@ def _cross_check(sym_sets, num_sets, num_res):
 
 
 # ------------------------------------------------------------------------------- the API
-def _symbolic_sets(model, chain, box, samples, method, notes):
+def _symbolic_sets(model, chain, box, samples, method, notes, chain_free=False):
     """(symbolic sets or None, texts of the sets outside the box); appends to ``notes``."""
-    asm = _SymbolicAssembly(model, chain, box, samples)
+    asm = _SymbolicAssembly(model, chain, box, samples, chain_free)
     structure = asm.structure
     box_inside = True
     if structure is not None and structure.region:
@@ -732,11 +757,14 @@ def critical_sets(
     starts: int = 1024,
     seed: int = 0,
     samples: int = 64,
+    chain_free: bool = False,
 ) -> CriticalResult:
     """The critical sets of ``model`` on ``chain`` inside ``box`` ({name: (lo, hi)}), classified.
 
     ``method``: 'auto' (symbolic with a numeric cross-check when the model allows it, numeric
     otherwise), 'symbolic' (no cross-check: ``complete`` stays False), or 'numeric'.
+    The sets' ``text`` and ``equation`` hold the chain's p and q as exact rationals, simplified;
+    ``chain_free`` keeps p and q as symbols (the regions table, whose rows span chains).
 
     >>> from flowlab import MarkovChain, get_model
     >>> r = critical_sets(get_model("ew"), MarkovChain(0.1, 0.1))
@@ -753,7 +781,7 @@ def critical_sets(
     sym_sets, outside = None, ()
     t0 = time.perf_counter()
     if method in ("auto", "symbolic"):
-        sym_sets, outside = _symbolic_sets(model, chain, box, samples, method, notes)
+        sym_sets, outside = _symbolic_sets(model, chain, box, samples, method, notes, chain_free)
         timings["symbolic_s"] = time.perf_counter() - t0
     num_sets = num_res = None
     roots_only = chain.degenerate and sym_sets is not None
@@ -856,7 +884,7 @@ def regions_table(model: Model, box=None, **kwargs) -> dict:
     """
     columns, rows, t0 = {}, {}, time.perf_counter()
     for region, (p, q) in REGION_CHAINS.items():
-        res = critical_sets(model, MarkovChain(p, q), box, **kwargs)
+        res = critical_sets(model, MarkovChain(p, q), box, chain_free=True, **kwargs)
         columns[region] = res
         for s in res.sets:
             key = s.text  # chain-independent: D* stays a symbol

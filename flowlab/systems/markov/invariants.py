@@ -28,6 +28,7 @@ from flowlab.symbolic.simplify import tidy
 from flowlab.systems.markov.critical_symbolic import fix_branches, split_symbols
 from flowlab.systems.markov.derivation import derive, vanishes
 from flowlab.systems.markov.models import Model
+from flowlab.systems.markov.symbols import PI1_SYM, P, Q
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ class InvariantSearch:
             ],
             "notes": list(self.notes),
         }
+
+
+def _in_pi1(expr):
+    """``expr`` written with pi_1 = p/(p + q) when it depends on the chain only through pi_1 (else unchanged)."""
+    if not expr.has(P, Q):
+        return expr
+    written = sp.simplify(expr.subs(Q, P * (1 - PI1_SYM) / PI1_SYM))
+    return expr if written.has(P, Q) else written
 
 
 def _separate(ratio, u, v):
@@ -112,25 +121,28 @@ def derive_invariants(model: Model) -> InvariantSearch:
         gap, conds = fix_branches(d.gap, params)
     except ValueError as exc:
         return InvariantSearch(model.name, "", (), len(params) - 1, (str(exc),))
-    region = " and ".join(f"{sp.sstr(c)} > 0" for c in conds)
+    region = " and ".join(f"{sp.sstr(_in_pi1(c))} > 0" for c in conds)
     grad = [tidy(sp.diff(gap, s)) for s in params]
     split, bare = split_symbols([gap, *grad])
     if not bare:
         return InvariantSearch(model.name, region, (), len(params) - 1, ("|.| of an expression: not split",))
     search = _Characteristics(params, grad, split)
     found = search.separable_pairs()
-    if 0 < len(found) < len(params) - 1:
-        notes.append("elimination: tried to separate the remaining pairs at fixed values of the invariants found")
+    eliminated = 0 < len(found) < len(params) - 1
+    if eliminated:
         search.eliminate(found)
-    rejected = [f for f in found if not f.verified]
+    unproved = [f for f in found if not f.verified]
     found = [f for f in found if f.verified]
-    for f in rejected:
-        notes.append(f"candidate from the pair {f.pair} ({f.method}) failed the check grad I . grad D = 0 and is not "
-                     f"offered: {sp.sstr(f.expr)}")
     if len(found) < len(params) - 1:
+        missing = len(params) - 1 - len(found)
         notes.append(
-            f"found {len(found)} of the {len(params) - 1} independent invariants; SymPy could not separate the "
-            "remaining characteristic equations"
+            f"the flow has {len(params) - 1} independent conserved quantities (locally, one fewer than the "
+            f"{len(params)} parameters); {len(found)} {'is' if len(found) == 1 else 'are'} known in closed form and "
+            f"{missing} {'is' if missing == 1 else 'are'} not: SymPy could not separate the remaining characteristic "
+            "equations du/dv = D_u/D_v" + (" (also not at a fixed value of the ones found)" if eliminated else "")
+            + (f"; {len(unproved)} further integral{'s' if len(unproved) > 1 else ''} from them could not be shown "
+               "to be conserved (grad I . grad D = 0) and {} not listed".format("are" if len(unproved) > 1 else "is")
+               if unproved else "")
         )
     # compare with the model's own candidates
     out = []

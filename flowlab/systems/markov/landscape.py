@@ -54,10 +54,41 @@ class OverlaySet:
     unigram: bool
     points: np.ndarray
     lines: tuple[np.ndarray, ...] = ()
+    #: A 2-D set of a 3-parameter model: its smooth pieces (:class:`SurfacePiece`), one per branch.
+    surfaces: tuple = ()
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "dimension": self.dimension, "loss": self.loss, "unigram": self.unigram,
-                "points": _jsonable(self.points), "lines": [_jsonable(line) for line in self.lines]}
+                "points": _jsonable(self.points), "lines": [_jsonable(line) for line in self.lines],
+                "surfaces": [piece.as_dict() for piece in self.surfaces]}
+
+
+@dataclass(frozen=True)
+class SurfacePiece:
+    """One smooth piece of a 2-D critical set in 3-D, on a grid over the two coordinates other than ``axis``.
+
+    ``shape`` "graph": ``points`` (len(v), len(u), 3), in parameter order, of the set over the grid
+    ``u`` x ``v`` of the two coordinates other than ``axis`` (NaN where this branch has no point in
+    the box; a node next to the box's face is moved along its grid line onto the set's crossing of
+    that face, so the surface ends on the face, not in a staircase); ``branch`` says which branch
+    (the signs of the coordinates that are constant on it). ``shape`` "region":
+    the piece of the plane {coordinate ``axis`` = ``offset``} where ``field`` > 0 (the set's normal
+    curvature, signed so that it is positive on the set: its zero line is the set's boundary).
+    """
+
+    shape: str
+    axis: int
+    u: np.ndarray
+    v: np.ndarray
+    points: np.ndarray | None = None
+    offset: float = 0.0
+    field: np.ndarray | None = None
+    branch: str = ""
+
+    def as_dict(self) -> dict:
+        return {"shape": self.shape, "axis": self.axis, "u": _jsonable(self.u), "v": _jsonable(self.v),
+                "points": None if self.points is None else _jsonable(self.points), "offset": self.offset,
+                "field": None if self.field is None else _jsonable(self.field), "branch": self.branch}
 
 
 @dataclass(frozen=True)
@@ -99,15 +130,228 @@ def overlay(crit) -> CriticalOverlay:
     for s in crit.sets:
         pts = np.asarray(s.points, dtype=np.float64)
         unigram = abs(s.loss - chain.unigram_loss) <= 1e-9 * max(1.0, abs(chain.unigram_loss))
-        lines = ()
+        lines, pieces = (), ()
         if s.dimension == 1 and len(pts) > 1:
             others = [abs(v - s.loss) for v in levels if abs(v - s.loss) > 1e-12 * max(1.0, abs(s.loss))]
             tol = 0.25 * min(others) if others and nm is not None else None
             lines = tuple(polylines(pts, nm=nm, loss=s.loss, tol=tol))
+            if s.kind == "global_min" and nm is not None and len(crit.params) == 2:
+                lines = tuple(_to_box_edge(line, nm, chain, crit.box) for line in lines)
+        if s.dimension == 2 and len(crit.params) == 3 and nm is not None and len(pts):
+            pieces = surface_pieces(s, nm, chain, crit.box)
         sets.append(OverlaySet(kind=s.kind, dimension=int(s.dimension), loss=float(s.loss),
-                               unigram=bool(unigram and not chain.degenerate), points=pts, lines=lines))
+                               unigram=bool(unigram and not chain.degenerate), points=pts, lines=lines,
+                               surfaces=pieces))
     return CriticalOverlay(params=tuple(crit.params), chain=chain, box=dict(crit.box), sets=tuple(sets),
                            message=f"{len(sets)} critical sets of {crit.model.name!r} ({crit.method})")
+
+
+#: A polyline of the global-minimum curve is carried on to the box's edge when its end lies within
+#: this many sample spacings of it (the samples of a set stop short of the edge).
+EDGE_SPACINGS = 6.0
+#: Grid points per axis of the surfaces of a 2-D critical set in 3-D, and of the search along the height.
+SURFACE_POINTS = 81
+SURFACE_HEIGHT_POINTS = 161
+
+
+def _gap_residual(nm, chain):
+    """theta -> D(theta) - D*, the function whose zero set is the global-minimum set {D = D*}."""
+    d_star = chain.optimal_gap
+
+    def f(theta):
+        with np.errstate(all="ignore"):
+            return np.asarray(nm.gap(theta), dtype=np.float64) - d_star
+
+    return f
+
+
+def _to_box_edge(line, nm, chain, box):
+    """``line`` (a polyline of {D = D*} in a plane) carried on to the box's edge at both ends.
+
+    An end within :data:`EDGE_SPACINGS` spacings of an edge is extrapolated along its last chord to
+    the edge, then put back on {D = D*} by Newton's method along the edge (the other coordinate
+    moves); the new point is kept only when it is on the set (|D - D*| <= 1e-10 (1 + |D*|)) and
+    close to the extrapolation.
+    """
+    if len(line) < 3:
+        return line
+    f = _gap_residual(nm, chain)
+    lo = np.array([box[p][0] for p in nm.params])
+    hi = np.array([box[p][1] for p in nm.params])
+    spacing = float(np.median(np.linalg.norm(np.diff(line, axis=0), axis=1)))
+    out = [line]
+    for end, prev, at_start in ((line[-1], line[-2], False), (line[0], line[1], True)):
+        d = end - prev
+        if not np.linalg.norm(d) > 0:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = np.where(d > 0, (hi - end) / d, np.where(d < 0, (lo - end) / d, np.inf))
+        i = int(np.argmin(steps))
+        reach = float(steps[i] * np.linalg.norm(d))
+        if not 1e-12 < reach <= EDGE_SPACINGS * spacing:
+            continue
+        x = end + steps[i] * d
+        x[i] = lo[i] if d[i] < 0 else hi[i]
+        j = 1 - i
+        for _ in range(30):  # Newton along the edge: only coordinate j moves
+            h = 1e-6 * max(1.0, abs(x[j]))
+            xp, xm = x.copy(), x.copy()
+            xp[j] += h
+            xm[j] -= h
+            slope = (f(xp) - f(xm)) / (2 * h)
+            if not (np.isfinite(slope) and slope != 0):
+                break
+            x[j] -= f(x) / slope
+        if abs(f(x)) <= 1e-10 * (1 + abs(chain.optimal_gap)) and np.linalg.norm(x - end) <= 2 * reach + spacing \
+                and lo[j] <= x[j] <= hi[j]:
+            out = [x[None, :], *out] if at_start else [*out, x[None, :]]
+    return np.concatenate(out)
+
+
+def _roots_along(f, u, v, h, axis):
+    """Roots of f along the coordinate ``axis`` (samples ``h``) for every (v, u) grid point: (roots, valid).
+
+    ``roots`` has shape (len(v), len(u), k), sorted, NaN-padded; a root is bracketed by a sign change
+    between samples and refined by 60 bisections.
+    """
+    V, U, Hh = np.meshgrid(v, u, h, indexing="ij")
+    others = [i for i in range(3) if i != axis]
+    theta = np.empty(V.shape + (3,))
+    theta[..., others[0]], theta[..., others[1]], theta[..., axis] = U, V, Hh
+    F = f(theta)
+    change = np.isfinite(F[..., :-1]) & np.isfinite(F[..., 1:]) & (np.sign(F[..., :-1]) * np.sign(F[..., 1:]) < 0)
+    k = int(change.sum(axis=-1).max(initial=0))
+    roots = np.full(V.shape[:2] + (k,), np.nan)
+    if k == 0:
+        return roots
+    jv, iu, ih = np.nonzero(change)
+    rank = np.cumsum(change, axis=-1)[jv, iu, ih] - 1
+    roots[jv, iu, rank] = _bisect(f, theta[jv, iu, ih], theta[jv, iu, ih + 1], F[jv, iu, ih], 60)[:, axis]
+    return roots
+
+
+def _bisect(f, x0, x1, f0, steps):
+    """Zeros of f on the segments x0[i] -> x1[i] (rows of points; f changes sign along each), by bisection."""
+    x0, x1, f0 = np.array(x0, float), np.array(x1, float), np.array(f0, float)
+    for _ in range(steps):
+        mid = 0.5 * (x0 + x1)
+        fm = f(mid)
+        left = np.sign(fm) == np.sign(f0)
+        x0, x1, f0 = np.where(left[:, None], mid, x0), np.where(left[:, None], x1, mid), np.where(left, fm, f0)
+    return 0.5 * (x0 + x1)
+
+
+def _graph_pieces(s, nm, chain, box):
+    """{D = D*} as graphs over two coordinates, one piece per branch.
+
+    The height axis is the one along which the set is a graph over the largest area (counted on a
+    coarse grid); on the fine grid the roots on each side of 0 of the height, ordered away from 0,
+    are split into connected components: a branch is one component (its text names the signs of
+    the coordinates that are constant on it).
+    """
+    from scipy import ndimage
+
+    f = _gap_residual(nm, chain)
+    names = nm.params
+
+    def grids(axis, m):
+        others = [i for i in range(3) if i != axis]
+        return (np.linspace(*box[names[others[0]]], m), np.linspace(*box[names[others[1]]], m),
+                np.linspace(*box[names[axis]], SURFACE_HEIGHT_POINTS), others)
+
+    counts = [int(np.isfinite(_roots_along(f, *grids(a, 21)[:3], a)).sum()) for a in range(3)]
+    axis = int(np.argmax(counts))
+    u, v, h, others = grids(axis, SURFACE_POINTS)
+    roots = _roots_along(f, u, v, h, axis)
+    V, U = np.meshgrid(v, u, indexing="ij")
+    pieces = []
+    for sign in (-1.0, 1.0):
+        side = np.where(np.sign(roots) == sign, roots, np.nan)
+        side = np.sort(np.abs(side), axis=-1) * sign  # NaN last: order away from 0 on this side
+        for r in range(side.shape[-1]):
+            labels, n = ndimage.label(np.isfinite(side[..., r]))
+            for k in range(1, n + 1):
+                own = labels == k
+                if own.sum() < 4:
+                    continue
+                pts = np.full(V.shape + (3,), np.nan)
+                pts[own, axis], pts[own, others[0]], pts[own, others[1]] = side[..., r][own], U[own], V[own]
+                cols = pts[own]
+                branch = ", ".join(f"{names[i]} {'<' if np.all(cols[:, i] < 0) else '>'} 0" for i in range(3)
+                                   if np.all(cols[:, i] < 0) or np.all(cols[:, i] > 0))
+                _snap_to_faces(pts, own, f, axis, (h[0], h[-1]), {others[0]: U, others[1]: V})
+                pieces.append(SurfacePiece(shape="graph", axis=axis, u=u, v=v, points=pts, branch=branch))
+    return tuple(pieces)
+
+
+def _snap_to_faces(pts, own, f, axis, faces, grid):
+    """Give the absent nodes next to a piece (4-neighbours) the point where the piece crosses a face of
+    the height range ``faces``, found by bisection along the grid line from the neighbouring node (in
+    place). ``grid``: {coordinate: its 2-D grid array} of the two coordinates other than ``axis``.
+    Nodes where f does not change sign along that line at either face stay absent."""
+    m0, m1 = own.shape
+    for dj, di in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        src = np.zeros_like(own)  # src[j, i]: the node (j - dj, i - di) is on the piece
+        src[max(dj, 0):m0 + min(dj, 0), max(di, 0):m1 + min(di, 0)] = own[max(-dj, 0):m0 + min(-dj, 0),
+                                                                             max(-di, 0):m1 + min(-di, 0)]
+        jj, ii = np.nonzero(src & ~own & ~np.isfinite(pts[..., 0]))
+        if not len(jj):
+            continue
+        a = pts[jj - dj, ii - di].copy()  # the neighbour on the piece
+        b = a.copy()
+        for k, g in grid.items():
+            b[:, k] = g[jj, ii]
+        for face in faces:
+            x0, x1 = a.copy(), b.copy()
+            x0[:, axis] = x1[:, axis] = face
+            f0, f1 = f(x0), f(x1)
+            ok = np.isfinite(f0) & np.isfinite(f1) & (np.sign(f0) * np.sign(f1) < 0) & ~np.isfinite(pts[jj, ii, 0])
+            if not np.any(ok):
+                continue
+            pts[jj[ok], ii[ok]] = _bisect(f, x0[ok], x1[ok], f0[ok], 50)
+
+
+def _region_piece(s, nm, box, axis, offset):
+    """A planar set {coordinate ``axis`` = ``offset``} as the region of the plane where its normal
+    curvature (the trace of the Hessian) has the set's sign; None when that sign does not reproduce
+    the set's own membership test on the grid (then no region is drawn from it)."""
+    names = nm.params
+    others = [i for i in range(3) if i != axis]
+    u = np.linspace(*box[names[others[0]]], SURFACE_POINTS)
+    v = np.linspace(*box[names[others[1]]], SURFACE_POINTS)
+    V, U = np.meshgrid(v, u, indexing="ij")
+    theta = np.empty(V.shape + (3,))
+    theta[..., others[0]], theta[..., others[1]], theta[..., axis] = U, V, offset
+    with np.errstate(all="ignore"):
+        trace = np.trace(np.asarray(nm.hessian(theta), float), axis1=-2, axis2=-1)
+    sign = {"local_min": 1.0, "local_max": -1.0}.get(s.kind)
+    if sign is None or s.member is None:
+        return None
+    field = sign * trace
+    inside = np.asarray(s.member(theta.reshape(-1, 3)), bool).reshape(V.shape)
+    decided = np.abs(field) > 1e-9 * np.nanmax(np.abs(field), initial=1.0)
+    if not np.any(inside) or np.any((field > 0)[decided] != inside[decided]):
+        return None
+    return SurfacePiece(shape="region", axis=axis, u=u, v=v, offset=float(offset), field=field,
+                        branch=f"{names[axis]} = {offset:g}")
+
+
+def surface_pieces(s, nm, chain, box) -> tuple:
+    """The smooth pieces of a 2-D critical set ``s`` of a 3-parameter model (:class:`SurfacePiece`).
+
+    The global-minimum set {D = D*}: each branch a graph (:func:`_graph_pieces`); a set in a
+    coordinate plane (its samples share one coordinate): the region of the plane where the normal
+    curvature has the set's sign (:func:`_region_piece`). Other sets: none (drawn as samples).
+    """
+    pts = np.asarray(s.points, float)
+    if s.kind == "global_min" and nm.gap is not None:
+        return _graph_pieces(s, nm, chain, box)
+    spread = pts.max(axis=0) - pts.min(axis=0)
+    flat = [i for i in range(3) if spread[i] <= 1e-12 * (1 + abs(pts[0, i]))]
+    if len(flat) == 1:
+        piece = _region_piece(s, nm, box, flat[0], float(pts[0, flat[0]]))
+        return () if piece is None else (piece,)
+    return ()
 
 
 def polylines(points, *, nm=None, loss=None, tol=None, factor=5.0, neighbours=8):

@@ -2,14 +2,18 @@
 
 Compiled through the single call site :func:`flowlab.symbolic.compile.compile_exprs`. The switching probabilities
 p and q are arguments of the compiled functions, so a model is compiled once per process
-and bound to any chain cheaply.
+and bound to any chain cheaply; across processes the compiled code comes from the on-disk cache
+(:mod:`flowlab.symbolic.cache`), so that a warm ``flowlab eval`` (a :class:`ModelSpec`) imports no SymPy.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,17 +24,28 @@ from flowlab.engine.checks import (
     format_point,
     require_finite,
 )
-from flowlab.symbolic.compile import compile_exprs, stack_outputs
+from flowlab.symbolic import cache as disk_cache
+from flowlab.symbolic.compile import stack_outputs
 from flowlab.systems.markov.chain import MarkovChain
-from flowlab.systems.markov.derivation import ELL, ELL_PRIME, GAP, P, Q, derive
-from flowlab.systems.markov.models import Model
+
+if TYPE_CHECKING:
+    from flowlab.systems.markov.models import Model
+
+#: The compiled functions of a model, in the order of :class:`CompiledModel`'s fields.
+FUNCTIONS = ("loss", "gradient", "hessian", "gap", "invariants", "ell", "optimal_bias")
+#: Entry kind of a compiled model in the on-disk cache, and the source folders its key covers.
+CACHE_KIND = "markov-model"
+CACHE_SOURCES = (str(Path(__file__).parent),)
 
 
 @dataclass(frozen=True)
 class CompiledModel:
-    """Compiled functions of (theta columns..., p, q) returning flat lists."""
+    """Compiled functions of (theta columns..., p, q) returning flat lists, with the model's name, parameter
+    names and bias mode (all a warm process needs: it reads them from the on-disk cache without SymPy)."""
 
-    model: Model
+    name: str
+    params: tuple[str, ...]
+    bias: str
     loss: Callable
     gradient: Callable
     hessian: Callable
@@ -41,23 +56,113 @@ class CompiledModel:
     optimal_bias: Callable | None  # b*(theta) for a profiled model
 
 
-@cache
-def compile_model(model: Model) -> CompiledModel:
-    """Derive and compile ``model`` (cached: once per model per process)."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the command line names it, before SymPy is imported: a preset, or a typed logit with its
+    parameter names and bias mode. :meth:`build` makes the :class:`Model`; :func:`compile_spec` its compiled
+    functions, from the on-disk cache when they are there."""
+
+    preset: str | None = None
+    logit: str | None = None
+    params: str | None = None
+    bias: str = "profiled"
+
+    def identity(self) -> str:
+        return json.dumps({"spec": [self.preset, self.logit, self.params, self.bias]})
+
+    def build(self) -> Model:
+        from flowlab.systems.markov.models import get_model, user_model
+
+        if self.logit is None:
+            return get_model(self.preset)
+        return user_model(self.logit, self.params, bias=self.bias)
+
+
+def _compile(model: Model) -> CompiledModel:
+    """Derive and compile ``model`` (the candidate invariants come from the model: no proof is needed to
+    compile them)."""
+    from flowlab.symbolic.compile import compile_exprs
+    from flowlab.systems.markov.derivation import ELL, ELL_PRIME, GAP, P, Q, derive
+
     d = derive(model)
     args = list(d.params) + [P, Q]
     n = len(d.params)
     return CompiledModel(
-        model=model,
+        name=model.name,
+        params=tuple(model.params),
+        bias=model.bias,
         loss=compile_exprs(args, [d.loss]),
         gradient=compile_exprs(args, d.gradient),
         hessian=compile_exprs(args, [d.hessian[i][j] for i in range(n) for j in range(n)]),
         gap=compile_exprs(args, [d.gap]),
-        invariants=compile_exprs(args, [inv.expr for inv in d.invariants]),
-        invariant_names=tuple(inv.name for inv in d.invariants),
+        invariants=compile_exprs(args, [expr for _, expr in model.invariants]),
+        invariant_names=tuple(name for name, _ in model.invariants),
         ell=compile_exprs([GAP, P, Q], [ELL, ELL_PRIME]),
         optimal_bias=compile_exprs(args, [d.optimal_bias]) if d.profiled else None,
     )
+
+
+def _store(identity: str, compiled: CompiledModel) -> None:
+    """Put ``compiled`` in the on-disk cache (nothing when a function's code is not storable)."""
+    records = {}
+    for field in FUNCTIONS:
+        fn = getattr(compiled, field)
+        records[field] = None if fn is None else disk_cache.function_record(fn)
+        if fn is not None and records[field] is None:
+            return
+    payload = {"name": compiled.name, "params": list(compiled.params), "bias": compiled.bias,
+               "invariant_names": list(compiled.invariant_names), "functions": records}
+    disk_cache.put(CACHE_KIND, identity, payload, CACHE_SOURCES)
+
+
+def _load(identity: str) -> CompiledModel | None:
+    """The compiled model stored for ``identity``, or None (no usable entry)."""
+    payload = disk_cache.get(CACHE_KIND, identity, CACHE_SOURCES)
+    if payload is None:
+        return None
+    try:
+        records = payload["functions"]
+        functions = {f: None if f == "optimal_bias" and records[f] is None else disk_cache.load_function(records[f])
+                     for f in FUNCTIONS}
+        strings = [payload["name"], payload["bias"], *payload["params"], *payload["invariant_names"]]
+        if not all(isinstance(x, str) for x in strings):
+            raise ValueError("malformed names")
+        return CompiledModel(name=payload["name"], params=tuple(payload["params"]), bias=payload["bias"],
+                             invariant_names=tuple(payload["invariant_names"]), **functions)
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return None
+
+
+def model_identity(model: Model) -> str:
+    """The canonical text of a model: name, parameters, bias mode, ``srepr`` of its logit and invariants."""
+    import sympy as sp
+
+    return json.dumps({"name": model.name, "params": list(model.params), "bias": model.bias,
+                       "logit": sp.srepr(model.full_logit),
+                       "invariants": [[name, sp.srepr(expr)] for name, expr in model.invariants]})
+
+
+@cache
+def compile_model(model: Model) -> CompiledModel:
+    """Derive and compile ``model``: once per model per process, and across processes through the on-disk
+    cache (:mod:`flowlab.symbolic.cache`)."""
+    identity = model_identity(model)
+    compiled = _load(identity)
+    if compiled is None:
+        compiled = _compile(model)
+        _store(identity, compiled)
+    return compiled
+
+
+@cache
+def compile_spec(spec: ModelSpec) -> CompiledModel:
+    """The compiled model of a command-line spec: from the on-disk cache without SymPy when it is there."""
+    identity = spec.identity()
+    compiled = _load(identity)
+    if compiled is None:
+        compiled = compile_model(spec.build())
+        _store(identity, compiled)
+    return compiled
 
 
 class NumericModel:
@@ -71,11 +176,21 @@ class NumericModel:
     True
     """
 
-    def __init__(self, model: Model, chain: MarkovChain):
-        self.model = model
+    def __init__(self, model: Model | ModelSpec, chain: MarkovChain):
+        spec = model if isinstance(model, ModelSpec) else None
+        self._model = None if spec else model
+        self._spec = spec
         self.chain = chain
-        self.params = model.params
-        self.compiled = compile_model(model)
+        self.compiled = compile_spec(spec) if spec else compile_model(model)
+        self.params = self.compiled.params
+        self.name = self.compiled.name
+
+    @property
+    def model(self) -> Model:
+        """The model (built on first use when this was made from a :class:`ModelSpec`: that imports SymPy)."""
+        if self._model is None:
+            self._model = self._spec.build()
+        return self._model
 
     @property
     def invariant_names(self) -> tuple[str, ...]:
@@ -121,7 +236,7 @@ class NumericModel:
     def optimal_bias(self, theta) -> np.ndarray:
         """b*(theta), the minimiser of the loss over the bias (profiled models only)."""
         if self.compiled.optimal_bias is None:
-            raise FlowlabInputError(f"model {self.model.name!r} has a free bias; b* is defined for profiled models")
+            raise FlowlabInputError(f"model {self.name!r} has a free bias; b* is defined for profiled models")
         out, shape = self._call(self.compiled.optimal_bias, theta)
         return stack_outputs(out, shape)[..., 0]
 
@@ -139,7 +254,7 @@ class NumericModel:
         theta = finite_array(theta, "theta")
         if theta.shape != (len(self.params),):
             raise FlowlabInputError(
-                f"a point of model {self.model.name!r} has {len(self.params)} coordinates "
+                f"a point of model {self.name!r} has {len(self.params)} coordinates "
                 f"{list(self.params)}, got shape {theta.shape}"
             )
         with np.errstate(all="ignore"):  # a non-finite value is reported by check_point, not warned about
@@ -148,7 +263,7 @@ class NumericModel:
         out = {
             "status": "ok",
             "message": f"loss and derivatives at {format_point(self.params, theta)}",
-            "model": self.model.name,
+            "model": self.name,
             "chain": self.chain.as_dict(),
             "params": list(self.params),
             "point": dict(zip(self.params, theta.tolist())),

@@ -17,10 +17,12 @@ ignores the current token.
 from __future__ import annotations
 
 import math
+import sys
+from functools import cache
 
 import numpy as np
 
-from flowlab.engine.checks import UNDEFINED_HINT, FlowlabInputError
+from flowlab.engine.checks import UNDEFINED_HINT, FlowlabInputError, finite_array
 from flowlab.engine.system import Reference, SystemBase, difference_hessian
 from flowlab.systems.markov.chain import NEAR_DEGENERATE_GAP, MarkovChain, gap_tolerance
 from flowlab.systems.markov.models import Model
@@ -62,6 +64,58 @@ def box_independent_levels(model: Model, chain: MarkovChain) -> tuple[dict[str, 
     return levels, lev.dimension, how
 
 
+@cache
+def _fast_gradient(model: Model):
+    """The derived gradient with sigma(D + zeta0(D)) as an argument S: a function of (theta..., p, q, S).
+
+    None when the gradient uses zeta0 other than through that sigmoid (then only the log-domain path
+    applies). The code is the derivation's own expression, so only sigma itself is computed otherwise.
+    """
+    import sympy as sp
+
+    from flowlab.symbolic.compile import compile_exprs
+    from flowlab.symbolic.special import profiled_logit0, sigmoid
+    from flowlab.systems.markov.derivation import P, Q, derive
+
+    d = derive(model)
+    S = sp.Dummy("S")
+
+    def fused(e):
+        if not isinstance(e, sigmoid) or not isinstance(e.args[0], sp.Add):
+            return False
+        zetas = [a for a in e.args[0].args if isinstance(a, profiled_logit0)]
+        return len(zetas) == 1 and sp.expand(e.args[0] - zetas[0] - zetas[0].args[0]) == 0
+
+    grad = [g.replace(fused, lambda e: S) for g in d.gradient]
+    if any(g.has(profiled_logit0) for g in grad):
+        return None
+    return compile_exprs([*d.params, P, Q, S], grad)
+
+
+def _level_interval(ell, dstar: float, level: float, reach: float):
+    """(lo, hi) with ell(lo) = ell(hi) = level around the minimiser ``dstar`` of a convex ``ell``; None when
+    ell(dstar) >= level; an end is None when ell stays below ``level`` up to |D| = ``reach`` on that side."""
+    from scipy.optimize import brentq
+
+    if not abs(dstar) < reach or not ell(dstar) < level:
+        return None
+    ends = []
+    for sign in (-1.0, 1.0):
+        inner, step = dstar, 1.0
+        while True:
+            outer = dstar + sign * step
+            outer = outer if abs(outer) < reach else sign * reach
+            if ell(outer) >= level:
+                a, b = sorted((inner, outer))
+                ends.append(brentq(lambda d: ell(d) - level, a, b, xtol=1e-15, rtol=1e-15))
+                break
+            if abs(outer) >= reach:  # below level all the way to sign * reach (convexity)
+                ends.append(None)
+                break
+            inner, step = outer, 2 * step
+    return tuple(ends)
+
+
 def nonglobal_level(model: Model, chain: MarkovChain) -> tuple[float | None, int, str]:
     """(L_ng, largest component dimension, how) from box-independent analysis; L_ng None if unknown, inf if none."""
     levels, dim, how = box_independent_levels(model, chain)
@@ -99,6 +153,8 @@ class MarkovSystem(SystemBase):
             raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
         self.model, self.chain, self.context = model, chain, context
         self.params = tuple(model.params)
+        #: the profiled-bias fast paths (:meth:`loss_below`, the fused gradient); False: log-domain code only
+        self.fast_profiled = model.bias == "profiled" and context is None
         self.numeric = NumericModel(model, chain)
         self.symbolic_levels = symbolic_levels and context is None
         self._reference = None
@@ -119,7 +175,74 @@ class MarkovSystem(SystemBase):
         if point.shape == (len(self.params),) and np.isfinite(point).all():  # one point (a flow's step): the
             chain = self.chain                                                # compiled code directly, 9x faster
             return np.array(self.numeric.compiled.gradient(*point, chain.p, chain.q), dtype=np.float64)
+        # the fused path needs SymPy to build (once per model): used when SymPy is loaded anyway (basins, critical
+        # sets), never imported for it, so a process working from the on-disk cache stays SymPy-free
+        if point.ndim == 2 and self.fast_profiled and "sympy" in sys.modules and _fast_gradient(self.model) is not None:
+            return self._fused_gradient(finite_array(point, "theta", last_dim=len(self.params)))
         return self.numeric.gradient(theta)
+
+    def _gap(self, rows: np.ndarray) -> np.ndarray:
+        """D at the rows of a (k, n) array (NaN where undefined, no warnings)."""
+        with np.errstate(all="ignore"):
+            out = self.numeric.compiled.gap(*rows.T, self.chain.p, self.chain.q)[0]
+        return np.broadcast_to(np.asarray(out, dtype=np.float64), (rows.shape[0],))
+
+    def _fused_gradient(self, rows: np.ndarray) -> np.ndarray:
+        """The gradient of a profiled model at the rows of a (k, n) array, sigma(D + zeta0) from the bias
+        quadratic (:func:`flowlab.symbolic.special.profiled_sigmoid1`) where |D| <= PROFILED_FAST_RANGE,
+        the log-domain code elsewhere."""
+        from flowlab.symbolic.special import PROFILED_FAST_RANGE, profiled_sigmoid1
+
+        p, q = self.chain.p, self.chain.q
+        D = self._gap(rows)
+        inside = np.abs(D) <= PROFILED_FAST_RANGE
+        if not inside.all():
+            out = self.numeric.gradient(rows)
+            if inside.any():
+                out[inside] = self._fused_gradient(rows[inside])
+            return out
+        with np.errstate(all="ignore"):
+            values = _fast_gradient(self.model)(*rows.T, p, q, profiled_sigmoid1(D, p, q))
+        out = np.empty(rows.shape)
+        for j, v in enumerate(values):
+            out[:, j] = v
+        return out
+
+    def loss_below(self, level: float):
+        """A test of L(theta) < ``level`` through the gap D alone, for the engine's decisions; None when not
+        applicable (finite context, free bias, ``fast_profiled`` off, level not above H).
+
+        L(theta) = ell(D(theta)) and ell is convex (the minimum over the bias of a cross-entropy jointly
+        convex in the two logits) with its minimum H at D*, so {L < level} = {lo < D < hi}, the ends found
+        once by bracketing and ``brentq`` on the log-domain ell. The test returns per row 1 (below), 0 (not
+        below) or -1 (not told: D within 1e-9 (1 + |end|) of an end, beyond a side with no end up to
+        |D| = PROFILED_FAST_RANGE, or undefined); the engine evaluates the loss on the -1 rows.
+        """
+        from flowlab.symbolic.special import PROFILED_FAST_RANGE
+
+        if self._context is not None or not self.fast_profiled or not math.isfinite(level):
+            return None
+        ends = _level_interval(lambda d: float(self.numeric.profiled_loss(np.array(d))[0]), self.chain.optimal_gap,
+                               level, PROFILED_FAST_RANGE)
+        if ends is None:
+            return None
+        lo, hi = ends
+        band_lo = 1e-9 * (1 + abs(lo)) if lo is not None else 0.0
+        band_hi = 1e-9 * (1 + abs(hi)) if hi is not None else 0.0
+        inner_lo = lo + band_lo if lo is not None else -PROFILED_FAST_RANGE
+        inner_hi = hi - band_hi if hi is not None else PROFILED_FAST_RANGE
+
+        def test(rows: np.ndarray) -> np.ndarray:
+            D = self._gap(np.asarray(rows, dtype=np.float64))
+            out = np.full(D.shape, -1, dtype=np.int8)
+            out[(D > inner_lo) & (D < inner_hi)] = 1
+            if lo is not None:
+                out[D < lo - band_lo] = 0
+            if hi is not None:
+                out[D > hi + band_hi] = 0
+            return out
+
+        return test
 
     def hessian(self, theta) -> np.ndarray:
         if self._context is None:

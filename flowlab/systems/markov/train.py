@@ -136,6 +136,9 @@ def figure4(
     transformer: bool | None = None,
     adam: bool = True,
     quiet: bool = True,
+    transformer_settings: dict | None = None,
+    bar=None,
+    transformer_runs: dict | None = None,
 ) -> dict:
     """The paper's Figure 4 experiment: runs from ``standard`` and ``guideline`` over ``seeds``.
 
@@ -145,43 +148,83 @@ def figure4(
     model when torch is importable. ``adam`` adds runs of the transformer from the standard
     initialisation with Adam (:data:`flowlab.systems.markov.transformer.ADAM_CHECK`): an adaptive optimiser is not a
     gradient flow, and these runs show whether it escapes the unigram plateau. ``fast`` shortens
-    every run (a quick look; the tests use it).
+    every run (a quick look; the tests use it). ``transformer_settings`` override settings of
+    :func:`flowlab.systems.markov.transformer.train_transformer` (e.g. ``val_sequences``, ``log_every``).
+    Progress: one bar per run (tqdm on stderr unless ``quiet``); ``bar(desc, total)`` replaces tqdm
+    (an object with ``update(n)`` and ``close()``). ``transformer_runs``: the result of
+    :func:`figure4_transformer` when it was computed elsewhere (e.g. in another process); it is used as is.
     """
-    import sys
-
     chain = MarkovChain(p, q)
     seeds = [integer(s, "seed", 0) for s in seeds]
     if not seeds:
         raise FlowlabInputError("give at least one seed")
+    if bar is None:
+        bar = _tqdm_bar(quiet)
     canon_settings = {"steps": 800, "log_every": 20} if fast else {}
     out: dict = {"chain": chain, "canonical": {}, "transformer": None}
+    progress = bar("canonical SGD (ewb)", len(INITS) * len(seeds))
     for init in INITS:
-        out["canonical"][init] = [train_canonical(chain, init, s, **canon_settings) for s in seeds]
-        if not quiet:
-            print(f"canonical {init}: " + ", ".join(f"{r.final_loss:.4f}" for r in out["canonical"][init]),
-                  file=sys.stderr)
+        out["canonical"][init] = []
+        for s in seeds:
+            out["canonical"][init].append(train_canonical(chain, init, s, **canon_settings))
+            progress.update(1)
+    progress.close()
     if transformer is None:
         import importlib.util
 
         transformer = importlib.util.find_spec("torch") is not None
-    if transformer:
-        from flowlab.systems.markov.transformer import ADAM_CHECK, FAST_SETTINGS, train_transformer
-
-        short = FAST_SETTINGS if fast else {}
-        out["transformer"] = {}
-        for init in INITS:
-            out["transformer"][init] = [train_transformer(chain, init=init, seed=s, **short) for s in seeds]
-            if not quiet:
-                print(f"transformer {init}: " + ", ".join(f"{r['final_loss']:.4f}" for r in out["transformer"][init]),
-                      file=sys.stderr)
-        if adam:
-            out["transformer_adam"] = [train_transformer(chain, init="standard", seed=s, **{**short, **ADAM_CHECK})
-                                       for s in seeds]
-            if not quiet:
-                print("transformer standard, Adam: " + ", ".join(f"{r['final_loss']:.4f}" for r in out["transformer_adam"]),
-                      file=sys.stderr)
+    if transformer_runs is None and transformer:
+        transformer_runs = figure4_transformer(chain, seeds, fast=fast, adam=adam, settings=transformer_settings,
+                                               bar=bar)
+    out.update(transformer_runs or {})
     out["summary"] = _figure4_summary(chain, out, fast)
     return out
+
+
+def figure4_transformer(chain: MarkovChain, seeds, *, fast: bool = False, adam: bool = True,
+                        settings: dict | None = None, bar=None) -> dict:
+    """The transformer runs of :func:`figure4` (JSON-ready): {"transformer": {init: [run]}, "transformer_adam": [run]}
+    (the latter with ``adam``); ``settings`` override those of ``train_transformer``, ``bar`` as in :func:`figure4`."""
+    from flowlab.systems.markov.transformer import ADAM_CHECK, DEFAULTS, FAST_SETTINGS
+
+    bar = _tqdm_bar(True) if bar is None else bar
+    settings = {**(FAST_SETTINGS if fast else {}), **(settings or {})}
+    steps = settings.get("steps", DEFAULTS["steps"])
+    runs = [(init, s, {}) for init in INITS for s in seeds] + [("standard", s, ADAM_CHECK) for s in seeds if adam]
+    out: dict = {"transformer": {init: [] for init in INITS}}
+    for init, s, extra in runs:
+        result = _transformer_run(chain, init, s, {**settings, **extra},
+                                  bar(f"transformer {init}{' (Adam)' if extra else ''}, seed {s}", steps))
+        if extra:
+            out.setdefault("transformer_adam", []).append(result)
+        else:
+            out["transformer"][init].append(result)
+    return out
+
+
+def _tqdm_bar(quiet: bool):
+    """A ``bar(desc, total)`` factory of tqdm bars on stderr (disabled when ``quiet``)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return lambda desc, total: tqdm(total=total, desc=desc, disable=quiet, file=sys.stderr, leave=False)
+
+
+def _transformer_run(chain: MarkovChain, init: str, seed: int, settings: dict, progress) -> dict:
+    """One transformer run with its progress bar advanced at every logged step (closed at the end)."""
+    from flowlab.systems.markov.transformer import train_transformer
+
+    done = [0]
+
+    def advance(step):
+        progress.update(step - done[0])
+        done[0] = step
+
+    try:
+        return train_transformer(chain, init=init, seed=seed, progress=advance, **settings)
+    finally:
+        progress.close()
 
 
 def _figure4_summary(chain: MarkovChain, out: dict, fast: bool) -> dict:

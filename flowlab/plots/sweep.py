@@ -1,0 +1,106 @@
+"""Figures of a sweep, drawn from its ``xarray.Dataset`` only (``flowlab.sweep(...).open()`` or
+``xarray.open_zarr(STORE, consolidated=False)``). Every function takes ``ax=None`` and returns the Axes.
+
+The paper's prediction (MODELS.md section 3): a small Gaussian initialisation near the origin reaches
+the bigram model (global) when p + q < 1 and the unigram model when p + q > 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from flowlab.engine.errors import FlowlabInputError
+
+FONTSIZE = 8
+
+
+def _axes(ax, figsize=(3.6, 3.2)):
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize, constrained_layout=True)
+    return ax
+
+
+def _edges(c: np.ndarray) -> np.ndarray:
+    """Cell edges around the (sorted) coordinates, for pcolormesh."""
+    if c.size == 1:
+        return np.array([c[0] - 0.01, c[0] + 0.01])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def _model(ds) -> str:
+    return json.loads(ds.attrs.get("settings", "{}")).get("model", "?")
+
+
+def phase_diagram(ds, sigma: float | None = None, ax=None):
+    """P(global | p, q) at the grid's ``sigma`` nearest the one given (default: the smallest), with the line
+    p + q = 1 and the paper's prediction on each side; cells not computed or degenerate are left blank."""
+    ax = _axes(ax)
+    sigmas = np.asarray(ds["sigma"].values)
+    s = float(sigmas.min() if sigma is None else sigmas[np.argmin(np.abs(sigmas - sigma))])
+    cut = ds.sel(sigma=s)
+    p, q = np.asarray(cut["p"].values), np.asarray(cut["q"].values)
+    z = np.asarray(cut["prob_global"].transpose("q", "p").values, dtype=np.float64)
+    mesh = ax.pcolormesh(_edges(p), _edges(q), np.ma.masked_invalid(z), cmap="RdBu", vmin=0, vmax=1,
+                         shading="flat", gid="phase")
+    ax.figure.colorbar(mesh, ax=ax, label="P(global)")
+    t = np.linspace(0, 1, 2)
+    ax.plot(t, 1 - t, color="black", lw=1.2, ls="--", gid="p+q=1", label="p + q = 1")
+    ax.text(0.04, 0.04, "predicted:\nglobal", transform=ax.transAxes, fontsize=FONTSIZE, va="bottom", gid="predicted")
+    ax.text(0.96, 0.96, "predicted:\nunigram", transform=ax.transAxes, fontsize=FONTSIZE, ha="right", va="top",
+            gid="predicted")
+    ax.set_xlim(_edges(p)[0], _edges(p)[-1])
+    ax.set_ylim(_edges(q)[0], _edges(q)[-1])
+    ax.set_xlabel("p", fontsize=FONTSIZE)
+    ax.set_ylabel("q", fontsize=FONTSIZE)
+    ax.set_title(f"{_model(ds)}: P(global), σ = {s:g}, {json.loads(ds.attrs['settings'])['starts']} starts",
+                 fontsize=FONTSIZE)
+    return ax
+
+
+def prob_vs_sigma(ds, points, ax=None):
+    """P(global) against sigma (log axis) with the 95% intervals, for a few (p, q) of the grid."""
+    ax = _axes(ax)
+    if len(ds["sigma"]) < 2:
+        raise FlowlabInputError("P(global) against sigma needs a sweep over at least two sigmas")
+    s = np.asarray(ds["sigma"].values)
+    for p, q in points:
+        cell = ds.sel(p=p, q=q, method="nearest")
+        y = np.asarray(cell["prob_global"].values, dtype=np.float64)
+        err = np.abs(np.vstack([y - cell["ci_low"].values, cell["ci_high"].values - y]))
+        ax.errorbar(s, y, yerr=err, marker="o", ms=3, capsize=2,
+                    label=f"p={float(cell['p']):.3g}, q={float(cell['q']):.3g}")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("σ (scale of the Gaussian initialisation)", fontsize=FONTSIZE)
+    ax.set_ylabel("P(global)", fontsize=FONTSIZE)
+    ax.legend(fontsize=FONTSIZE - 1)
+    ax.set_title(f"{_model(ds)}: P(global) against σ", fontsize=FONTSIZE)
+    return ax
+
+
+def t1_vs_m(ds, ax=None):
+    """Co-occurrence sweep: T1 against the width m (log-log), one line per (L, seed), with the slope -1 the paper
+    predicts (T1 ~ 1/m up to log factors) through the first point of the first line."""
+    ax = _axes(ax)
+    m = np.asarray(ds["m"].values, dtype=np.float64)
+    first = None
+    for L in ds["L"].values:
+        for seed in ds["seed"].values:
+            y = np.asarray(ds["T1"].sel(L=L, seed=seed).values, dtype=np.float64)
+            ax.plot(m, y, marker="o", ms=3, label=f"L={int(L)}, seed={int(seed)}")
+            if first is None and np.isfinite(y[0]):
+                first = y[0]
+    if first is not None:
+        ax.plot(m, first * m[0] / m, color="black", ls="--", lw=1, gid="slope-1", label="∝ 1/m")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width m", fontsize=FONTSIZE)
+    ax.set_ylabel("T₁ (flow time)", fontsize=FONTSIZE)
+    ax.legend(fontsize=FONTSIZE - 1)
+    return ax
