@@ -312,3 +312,16 @@ def test_the_compiled_names_probe_is_kept(store, monkeypatch):
         assert site.compiled_names() == probed and {"select", "sigmoid", "maximum"} <= probed
     finally:
         site.compiled_names.cache_clear()
+
+
+def test_a_loaded_function_can_be_stored_again_under_another_key(tmp_path, monkeypatch):
+    """The spec of a model first compiled through the API reuses its entry: loaded code is storable again, and
+    each loaded function keeps its own source (two functions of one name do not share one)."""
+    from flowlab.symbolic import cache as disk_cache
+
+    monkeypatch.setenv("FLOWLAB_CACHE_DIR", str(tmp_path / "c"))
+    first = {"source": "def _lambdifygenerated(x):\n    return [x + 1.0]\n"}
+    second = {"source": "def _lambdifygenerated(x):\n    return [x * 2.0]\n"}
+    f, g = disk_cache.load_function(first), disk_cache.load_function(second)
+    assert f(3.0) == [4.0] and g(3.0) == [6.0]
+    assert disk_cache.function_record(f) == first and disk_cache.function_record(g) == second

@@ -141,27 +141,26 @@ def _run_demo(out: Path, *, quiet: bool, fast: bool, parallel: bool | None = Non
 SPARE_CORE = 0.75
 
 
-def spare_cores(sample: float = 0.25) -> float:
+def spare_cores(sample: float = 0.5) -> float:
     """Cores free for a second process: those this process may use, less the busy ones, less one for itself.
 
-    Busy cores: the larger of the 1-minute load average and the CPU time used by everything during a short
-    ``sample`` of /proc/stat (Linux; the load average alone elsewhere), so a load that has just started or
-    just ended counts as busy.
+    Busy cores: the CPU time used by everything during a short ``sample`` of /proc/stat (Linux), which sees a
+    load that is running now; elsewhere the 1-minute load average. (The load average alone lags by a minute:
+    right after other work ended it still counts an idle core as busy.)
     """
     try:
         allowed = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         allowed = os.cpu_count() or 1
     total = os.cpu_count() or allowed
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(total)
     try:
         before = _cpu_ticks()
         time.sleep(sample)
         after = _cpu_ticks()
         spent = [b - a for a, b in zip(before, after)]
-        busy = max(busy, total * (1.0 - spent[1] / max(spent[0], 1)))
+        busy = total * (1.0 - spent[1] / max(spent[0], 1))
     except (OSError, ValueError, IndexError):
-        pass
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(total)
     return min(float(allowed), total - busy) - 1.0
 
 

@@ -343,5 +343,13 @@ def load_function(record):
         name, namespace = check_source(record["source"])
     except SyntaxError as exc:
         raise ValueError(f"stored code does not parse: {exc}") from None
-    exec(compile(record["source"], f"<flowlab-cache {name}>", "exec"), namespace)  # whitelisted code only
+    import hashlib
+    import linecache
+
+    source = record["source"]
+    filename = f"<flowlab-cache {name} {hashlib.sha256(source.encode()).hexdigest()}>"  # one per source text
+    # Registered like lambdify registers its code, so function_record can store a loaded function again (under
+    # another key: the command-line spec of a model first compiled through the Python API).
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)  # whitelisted code only
     return namespace[name]
