@@ -112,7 +112,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--context", type=positive_int, metavar="N",
                    help="flow of the exact finite-context loss over positions 1..N (labels 1 only when reached)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="threads labelling a large batch (default: one; two ran at 0.85x of one on 2 cores; labels do not depend on it)")
+                   help="threads labelling a large batch (default: one; two ran at 0.85x of one on 2 cores; "
+                   "labels do not depend on it)")
     p.add_argument("--max-seconds", type=positive_float, default=1800.0,
                    help="refuse grids estimated to take longer")
     p.add_argument("--out", metavar="DIR", help="write basins.npz and basins.json (grid) or gaussian.json here")
