@@ -27,6 +27,7 @@ from flowlab.engine.checks import (
     require_finite,
 )
 from flowlab.engine.defaults import FLOW_BUDGET, FLOW_METHODS
+from flowlab.engine.io import json_float
 from flowlab.engine.system import Reference
 
 #: solve_ivp methods accepted by :func:`gradient_flow` (SciPy's registry; shared with the CLI).
@@ -153,10 +154,6 @@ def dense_times(steps, n: int) -> np.ndarray:
     return np.unique(np.clip(np.concatenate([steps, grid]), 0.0, end))
 
 
-def _json_float(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
-
 
 @dataclass(frozen=True)
 class FlowResult:
@@ -221,7 +218,7 @@ class FlowResult:
             "initial_loss": float(self.loss[0]),
             "optimal_loss": self.reference.optimal_loss,
             "reference": self.reference.as_dict(),
-            "gradient_norm": _json_float(self.gradient_norm),
+            "gradient_norm": json_float(self.gradient_norm),
             "reached": self.reached,
             "status": self.status,
             "success": self.success,
@@ -231,7 +228,7 @@ class FlowResult:
             "nfev": self.nfev,
             "energy_drift": self.energy_drift,
             "invariant_drift": self.invariant_drift(),
-            "observables": {name: _json_float(values[-1]) for name, values in self.observables.items()},
+            "observables": {name: json_float(values[-1]) for name, values in self.observables.items()},
         }
 
     def columns(self) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from flowlab.engine.checks import (
     format_point,
     require_finite,
 )
+from flowlab.engine.io import json_float
 from flowlab.symbolic import cache as disk_cache
 from flowlab.symbolic.compile import stack_outputs
 from flowlab.systems.markov.chain import MarkovChain
@@ -276,11 +277,7 @@ class NumericModel:
         }
         inv = self.invariants(theta)
         if "E" in inv:
-            out["energy"] = _json_float(inv["E"])
-        out["invariants"] = {k: _json_float(v) for k, v in inv.items()}
+            out["energy"] = json_float(inv["E"])
+        out["invariants"] = {k: json_float(v) for k, v in inv.items()}
         return out
 
-
-def _json_float(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
