@@ -156,7 +156,20 @@ class Derivation:
         if self.profiled:
             lp = ELL_PRIME.subs(GAP, self.gap)
             return tuple(tidy(lp * sp.diff(self.gap, s)) for s in self.params)
-        return tuple(tidy(sp.diff(self.loss, s)) for s in self.params)
+        # free bias, by the chain rule: sum_x pi_x (sigma(z_x) - P(x->1)) dz_x (tidy acts on the small dz_x)
+        return tuple(sum(pi * (sigmoid(z) - t) * dz[i] for pi, t, z, dz, _ in self._free_terms)
+                     for i in range(len(self.params)))
+
+    @cached_property
+    def _free_terms(self) -> tuple:
+        """Per token x: (pi_x, P(x->1), z_x, first derivatives of z_x, second derivatives {(i, j): d2 z_x})."""
+        out = []
+        for pi, t, z in zip((PI0, PI1), TARGETS, (self.logit0, self.logit1)):
+            dz = [tidy(sp.diff(z, s)) for s in self.params]
+            d2 = {(i, j): tidy(sp.diff(dz[i], self.params[j]))
+                  for i in range(len(self.params)) for j in range(i, len(self.params))}
+            out.append((pi, t, z, dz, d2))
+        return tuple(out)
 
     @cached_property
     def hessian(self) -> tuple[tuple[sp.Expr, ...], ...]:
@@ -173,8 +186,10 @@ class Derivation:
                 if self.profiled:
                     dij = tidy(sp.diff(dD[i], self.params[j]))
                     h[i][j] = h[j][i] = ell2 * dD[i] * dD[j] + ell1 * dij
-                else:
-                    h[i][j] = h[j][i] = tidy(sp.diff(self.gradient[i], self.params[j]))
+                else:  # sum_x pi_x [sigma'(z_x) dz_i dz_j + (sigma(z_x) - P(x->1)) d2z_ij]
+                    h[i][j] = h[j][i] = sum(
+                        pi * (sigmoid(z) * (1 - sigmoid(z)) * dz[i] * dz[j] + (sigmoid(z) - t) * d2[i, j])
+                        for pi, t, z, dz, d2 in self._free_terms)
         return tuple(tuple(row) for row in h)
 
     # ------------------------------------------------------------------------- invariants
