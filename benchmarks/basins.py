@@ -1,11 +1,15 @@
 """Basin benchmark: the batch engine against a per-point solve_ivp (LSODA) loop, same process.
 
-    python benchmarks/basins.py [--grid 256 512] [--p 0.5 --q 0.8] [--subsample 200] [--engine-grid 192]
+    python benchmarks/basins.py [--grid 256 512] [--p 0.5 --q 0.8] [--subsample 200] [--engine-grid 512]
+                                [--repeats 2] [--baseline 2a8dcfe]
 
-``engine`` (issue 16): points per second of the labelling on one grid, in the same process and
-interleaved: today's path (log-domain profiled logit and the loss in every decision, one thread), the
-cheaper profiled math on one thread, and on two threads; their ratios and whether the labels are
-identical. Per run, ``wall_over_labels`` is the wall time of ``basin_grid`` over its labelling phase.
+``engine`` (issue 16): points per second of the labelling of one ``--engine-grid`` grid, interleaved and
+best of ``--repeats``: on one process, on two (``workers=2``: this process and a helper from a fork server,
+the pool's start-up counted in every run; ``first_run_seconds`` includes starting the fork server), and by
+flowlab as it was at the ``--baseline`` revision (issue 16's "today": one process, run in a subprocess
+from ``git archive``, timing only its labelling); their ratios, whether the labels are identical, and the
+load average before and after (wall-time ratios mean little on a machine that is not idle).
+Per run, ``wall_over_labels`` is the wall time of ``basin_grid`` over its labelling phase.
 
 Prints one JSON object with, per grid size: points per second of the batch engine (labelling
 phase), the same for a loop of ``solve_ivp(method="LSODA")`` over a random subsample of the grid
@@ -17,16 +21,23 @@ section 3 (implemented here from the formulas, not by flowlab) away from the sep
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.integrate import solve_ivp
 
 from flowlab import MarkovChain, NumericModel, get_model
-from flowlab.engine.basins import flow_labels, grid_axes, grid_points
+from flowlab.engine.basins import available_cpus, flow_labels, grid_axes, grid_points
 from flowlab.systems.markov.basins import FlowSettings, basin_grid
 from flowlab.systems.markov.system import MarkovSystem
 
+ROOT = Path(__file__).resolve().parents[1]
+LOAD_BEFORE = os.getloadavg()
 SADDLE_W = -1 / math.sqrt(2)
 SEPARATRIX = -(1 + math.log(2)) / 2
 
@@ -69,27 +80,71 @@ def lsoda_labels(nm, points, level, s: FlowSettings):
     return labels
 
 
-def engine_rates(model, chain, n: int, repeats: int) -> dict:
-    """Labelling points/s of today's path and the new ones (one and two threads), interleaved, best of ``repeats``."""
-    fast, today = MarkovSystem(model, chain), MarkovSystem(model, chain)
-    today.fast_profiled = False  # the log-domain gradient and the loss in every decision (the path before issue 16)
-    ref = fast.reference()
+#: Labels the benchmark grid with flowlab as it was at a git revision (run with that tree first on sys.path).
+BASELINE_SCRIPT = """
+import json, math, sys, time
+import numpy as np
+from flowlab import MarkovChain, get_model
+from flowlab.engine.basins import FlowSettings, flow_labels, grid_axes, grid_points
+from flowlab.systems.markov.system import MarkovSystem
+p, q, n, out = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+system = MarkovSystem(get_model("ew"), MarkovChain(p, q))
+ref = system.reference()
+pts = grid_points(grid_axes(system.params, {k: (-3.0, 3.0) for k in system.params}, n))
+flow_labels(system, pts[:2048], ref, FlowSettings())  # warm-up
+t = time.perf_counter()
+labels, _ = flow_labels(system, pts, ref, FlowSettings())
+seconds = time.perf_counter() - t
+np.save(out, labels)
+print(json.dumps({"seconds": seconds}))
+"""
+
+
+def baseline_run(rev: str, p: float, q: float, n: int) -> tuple[float, np.ndarray]:
+    """(labelling seconds, labels) of flowlab at git revision ``rev`` (``git archive`` into a temporary folder,
+    run in a subprocess with that tree first on the path: the package cannot be imported twice in one
+    process), one process, the same grid and settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = subprocess.run(["git", "archive", rev, "flowlab"], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tree, check=True)
+        out = Path(tmp) / "labels.npy"
+        env = {**os.environ, "PYTHONPATH": tmp, "FLOWLAB_NO_CACHE": "1"}
+        res = subprocess.run([sys.executable, "-c", BASELINE_SCRIPT, str(p), str(q), str(n), str(out)], cwd=tmp,
+                             env=env, check=True, capture_output=True, text=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])["seconds"], np.load(out, allow_pickle=False)
+
+
+def engine_rates(model, chain, n: int, repeats: int, baseline: str | None) -> dict:
+    """Labelling points/s on one process and on two (a pool started per call: its start-up is counted), and of
+    flowlab at the ``baseline`` revision, interleaved, best of ``repeats``; their ratios; labels identical."""
+    system = MarkovSystem(model, chain)
+    ref = system.reference()
     pts = grid_points(grid_axes(model.params, {k: (-3.0, 3.0) for k in model.params}, n))
-    paths = {"today_1_thread": (today, 1), "new_1_thread": (fast, 1), "new_2_threads": (fast, 2)}
-    best, labels = dict.fromkeys(paths, math.inf), {}
+    paths = {"one_process": 1, "two_processes": 2}
+    best, labels, first = dict.fromkeys([*paths, *(["baseline"] if baseline else [])], math.inf), {}, {}
     for _ in range(repeats):
-        for name, (system, workers) in paths.items():
+        if baseline:
+            seconds, labels["baseline"] = baseline_run(baseline, chain.p, chain.q, n)
+            best["baseline"] = min(best["baseline"], seconds)
+        for name, workers in paths.items():
             t = time.perf_counter()
-            labels[name], _ = flow_labels(system, pts, ref, FlowSettings(workers=workers))
-            best[name] = min(best[name], time.perf_counter() - t)
+            labels[name], stats = flow_labels(system, pts, ref, FlowSettings(workers=workers))
+            seconds = time.perf_counter() - t
+            assert stats["workers"] == workers
+            first.setdefault(name, seconds)
+            best[name] = min(best[name], seconds)
     rate = {k: len(pts) / v for k, v in best.items()}
-    return {
+    out = {
         "grid": f"{n}x{n}", "points": len(pts), "repeats": repeats, "points_per_s": rate,
-        "ratio_new_1_thread_vs_today": rate["new_1_thread"] / rate["today_1_thread"],
-        "ratio_new_2_threads_vs_today": rate["new_2_threads"] / rate["today_1_thread"],
-        "ratio_2_threads_vs_1": rate["new_2_threads"] / rate["new_1_thread"],
-        "labels_identical": all(np.array_equal(labels["today_1_thread"], v) for v in labels.values()),
+        "first_run_seconds": first, "ratio_2_vs_1_process": rate["two_processes"] / rate["one_process"],
+        "labels_identical": all(np.array_equal(labels["one_process"], v) for v in labels.values()),
+        "loadavg_before": list(LOAD_BEFORE), "loadavg_after": list(os.getloadavg()), "cpus": available_cpus(),
     }
+    if baseline:
+        out.update({"baseline": baseline,
+                    "ratio_1_process_vs_baseline": rate["one_process"] / rate["baseline"],
+                    "ratio_2_processes_vs_baseline": rate["two_processes"] / rate["baseline"]})
+    return out
 
 
 def main(argv=None):
@@ -99,8 +154,9 @@ def main(argv=None):
     parser.add_argument("--q", type=float, default=0.8)
     parser.add_argument("--subsample", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engine-grid", type=int, default=192, help="grid of the engine comparison (0: skip)")
+    parser.add_argument("--engine-grid", type=int, default=512, help="grid of the engine comparison (0: skip)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--baseline", default="2a8dcfe", help="git revision of 'today' (issue 16); '' to skip")
     args = parser.parse_args(argv)
     model, chain = get_model("ew"), MarkovChain(args.p, args.q)
     settings = FlowSettings()
@@ -108,7 +164,7 @@ def main(argv=None):
     out = {"model": "ew", "p": args.p, "q": args.q, "settings": settings.__dict__, "runs": []}
     basin_grid(model, chain, grid=16)  # warm-up: compile, import
     if args.engine_grid:
-        out["engine"] = engine_rates(model, chain, args.engine_grid, args.repeats)
+        out["engine"] = engine_rates(model, chain, args.engine_grid, args.repeats, args.baseline or None)
     for n in args.grid:
         g = basin_grid(model, chain, grid=n, cross_check=False)
         E, W = np.meshgrid(g.axes["e"], g.axes["w"], indexing="ij")

@@ -275,9 +275,11 @@ def test_cached_numbers_are_bit_identical(store, spec):
     cols = list(theta.T)
     p = np.where(np.arange(len(theta)) % 2, 0.5, 0.1)
     q = np.where(np.arange(len(theta)) % 2, 0.8, 0.15)
+    sigma1 = rng.uniform(0, 1, len(theta))  # the argument S of the fused gradient
+    extra = {"ell": [cols[0] * 3, p, q], "fused_gradient": cols + [p, q, sigma1]}
     with np.errstate(all="ignore"):
         for name, fn in _functions(fresh).items():
-            args = [cols[0] * 3, p, q] if name == "ell" else cols + [p, q]
+            args = extra.get(name, cols + [p, q])
             a = [np.broadcast_to(np.asarray(v, float), theta.shape[:1]) for v in fn(*args)]
             b = [np.broadcast_to(np.asarray(v, float), theta.shape[:1]) for v in _functions(loaded)[name](*args)]
             assert len(a) == len(b) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b)), name
@@ -325,3 +327,111 @@ def test_a_loaded_function_can_be_stored_again_under_another_key(tmp_path, monke
     f, g = disk_cache.load_function(first), disk_cache.load_function(second)
     assert f(3.0) == [4.0] and g(3.0) == [6.0]
     assert disk_cache.function_record(f) == first and disk_cache.function_record(g) == second
+
+
+FLOW = ["flow", "--model", "ew", "--p", "0.5", "--q", "0.8", "--at", "e=0.1,w=0.1", "--json", "--quiet"]
+BASINS = ["basins", "--model", "ew", "--p", "0.5", "--q", "0.8", "--grid", "12", "--json", "--quiet"]
+#: Keys of wall times and rates: the only ones a cold and a warm run may differ in.
+_TIMES = ("seconds", "seconds_by_phase", "points_per_s")
+
+
+def _untimed(payload):
+    if isinstance(payload, dict):
+        return {k: _untimed(v) for k, v in payload.items() if k not in _TIMES}
+    return [_untimed(v) for v in payload] if isinstance(payload, list) else payload
+
+
+@pytest.mark.parametrize("argv", [FLOW, BASINS], ids=["flow", "basins"])
+def test_warm_flow_and_basins_need_no_sympy(store, argv):
+    """After one cold run (SymPy derives the model, its critical structure and levels), a new process runs the
+    same command without importing SymPy, and prints the same payload: every number the same float64."""
+    root, _ = store
+    code = ("import sys, json; from flowlab.cli import main; main(%r); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'sympy'})))")
+    env = {**os.environ, cache.ENV_DIR: str(root)}
+    runs = [subprocess.run([sys.executable, "-c", code % argv], capture_output=True, text=True, env=env, check=True)
+            for _ in range(2)]
+    (cold, cold_modules), (warm, warm_modules) = [
+        (json.loads(r.stdout.rsplit("\n", 2)[0]), json.loads(r.stdout.splitlines()[-1])) for r in runs]
+    assert cold_modules == ["sympy"] and warm_modules == []
+    assert _untimed(cold) == _untimed(warm)
+    assert cold["reached" if argv is FLOW else "counts"]  # a real payload, not an empty one
+
+
+def test_the_fused_gradient_comes_from_the_cache(store):
+    """A system made from a spec in a warm process takes its fused profiled gradient from the disk (no SymPy
+    needed), computes the same bits as the freshly compiled one, and a tampered fused function is rebuilt."""
+    from flowlab.systems.markov.chain import MarkovChain
+    from flowlab.systems.markov.system import MarkovSystem
+
+    root, derived = store
+    chain = MarkovChain(0.5, 0.8)
+    rows = np.random.default_rng(3).normal(0, 2, (300, 2))
+    cold = MarkovSystem(ModelSpec(preset="ew"), chain, symbolic_levels=False)
+    fresh = cold.gradient(rows)
+    _forget()
+    warm = MarkovSystem(ModelSpec(preset="ew"), chain, symbolic_levels=False)
+    fused = warm.numeric.compiled.fused_gradient
+    assert derived == ["ew"] and fused is not None and fused.__code__.co_filename.startswith("<flowlab-cache")
+    assert np.array_equal(warm.gradient(rows), fresh)
+    for path in _entries(root):
+        entry = json.loads(path.read_text())
+        entry["payload"]["functions"]["fused_gradient"] = {"source": "def f(a):\n    return open('x')\n"}
+        entry["sha256"] = cache._digest(entry["payload"])
+        path.write_text(json.dumps(entry))
+    _forget()
+    rebuilt = MarkovSystem(ModelSpec(preset="ew"), chain, symbolic_levels=False)
+    assert derived == ["ew", "ew"] and np.array_equal(rebuilt.gradient(rows), fresh)
+
+
+def test_derived_facts_are_kept_and_a_bad_layout_is_derived_again(store):
+    """numeric.spec_facts: derived once per (spec, args), the same JSON data cold and warm; a stored layout the
+    caller refuses is derived again; data JSON cannot hold (inf) is returned and never stored."""
+    root, _ = store
+    spec, calls = ModelSpec(preset="ew"), []
+
+    def derive():
+        calls.append(1)
+        return {"x": (1.0, 0.1 + 0.2), "y": None}
+
+    valid = lambda facts: isinstance(facts["x"], list)
+    first = numeric.spec_facts("test-facts", spec, {"p": 0.5}, derive, valid)
+    assert first == {"x": [1.0, 0.30000000000000004], "y": None} and calls == [1]
+    assert numeric.spec_facts("test-facts", spec, {"p": 0.5}, derive, valid) == first and calls == [1]
+    numeric.spec_facts("test-facts", spec, {"p": 0.25}, derive, valid)
+    assert calls == [1, 1]
+    for path in root.glob("test-facts-*.json"):
+        entry = json.loads(path.read_text())
+        entry["payload"] = {"x": "not a list"}
+        entry["sha256"] = cache._digest(entry["payload"])
+        path.write_text(json.dumps(entry))
+    assert numeric.spec_facts("test-facts", spec, {"p": 0.5}, derive, valid) == first and len(calls) == 3
+    for _ in range(2):
+        assert numeric.spec_facts("test-inf", spec, {}, lambda: calls.append(1) or [float("inf")], valid) == [
+            float("inf")]
+    assert len(calls) == 5 and not list(root.glob("test-inf-*.json"))
+
+
+def test_cached_symbolic_facts_equal_the_sympy_path(store):
+    """What basins takes from SymPy beyond compiled code (critical sets in a box, the saddle of ew, an error
+    saying there is none) is the same for a spec, cold (derived) and warm (from the disk), as for the Model."""
+    from flowlab.engine.errors import FlowlabInputError
+    from flowlab.systems.markov.basins import box_sets, unigram_saddle
+    from flowlab.systems.markov.chain import MarkovChain
+
+    chain, box, spec = MarkovChain(0.2, 0.3), {"e": (0.5, 3.0)}, ModelSpec(preset="ew")
+    model = spec.build()
+    direct, saddle = box_sets(model, chain, box), unigram_saddle(model)
+    assert direct.global_min and direct.outside_box  # e = 0 lies outside the box
+    assert np.allclose(saddle, [0.0, -1 / np.sqrt(2)], rtol=1e-15, atol=0)  # MODELS.md section 3
+    for _ in range(2):
+        assert box_sets(spec, chain, box) == direct
+        assert np.array_equal(unigram_saddle(spec), saddle)
+        with pytest.raises(FlowlabInputError, match="single saddle"):
+            unigram_saddle(ModelSpec(preset="ewb"))
+        _forget()
+    assert {p.name.split("-")[1] for p in root_entries(store[0])} >= {"box", "unigram"}
+
+
+def root_entries(root):
+    return [p for p in root.iterdir() if cache.ENTRY_NAME.match(p.name)]

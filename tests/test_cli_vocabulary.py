@@ -124,7 +124,7 @@ def _namespace(sub, **given):
 
 #: Commands whose --p/--q name one chain. ``sweep`` takes grids of p and q (LO:HI:N), a different
 #: idea with its own parser and its own test (tests/test_sweep.py).
-GRID_COMMANDS = {"sweep"}
+GRID_COMMANDS = {"sweep markov"}
 CHAIN_COMMANDS = [(name, sub) for name, sub in LEAVES
                   if any("--p" in a.option_strings for a in _options(sub)) and name not in GRID_COMMANDS]
 

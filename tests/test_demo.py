@@ -25,7 +25,7 @@ def test_demo_writes_a_consistent_report(tmp_path):
 
     assert vocabulary_errors(summary) == []
     for section, part in (("demo-summary", summary), ("cooccurrence-summary", summary["cooccurrence"]),
-                          ("ntp-order-summary", summary["ntp_order"]),
+                          ("ntp-order-summary", summary["ntp_order"]), ("demo-sweep-summary", summary["sweep"]),
                           ("figure4-summary", summary["training"]["summary"])):
         assert set(part) <= documented_keys()[section], (section, set(part) - documented_keys()[section])
     for name in summary["files"]:
@@ -62,6 +62,9 @@ def test_demo_writes_a_consistent_report(tmp_path):
     for g in summary["gaussian"]:
         below = g["chain"]["p"] + g["chain"]["q"] < 1
         assert (g["prob_global"] > 0.95) if below else (g["prob_global"] < 0.05), g
+    sweep = summary["sweep"]  # the dask extra is installed for the tests
+    assert sweep["status"] == "completed" and sweep["decided"] + sweep["degenerate_cells"] == sweep["cells"]
+    assert sweep["agree"] == sweep["decided"] > 0, sweep  # MODELS.md: a small init is global iff p + q < 1
     for name in ("ew", "ewb"):
         table = summary["critical"][name]["table"]
         assert table["complete"] is True and all(r["complete"] is True for r in table["regions"].values())

@@ -442,7 +442,40 @@ def _system_cases():
          "OUT/s.zarr"], "sweep-invariant-ewb")
     for switch in ("--resume", "--no-resume", "--processes", "--no-processes"):  # a folder that is not a sweep store
         add(["sweep", "markov", "--p", "0.3", "--q", "0.4", "--starts", "5", switch, "--out", "IN"], f"sweep{switch}")
-    add(["sweep", "cooccurrence", "--p", "0.3", "--q", "0.4", "--out", "OUT/s.zarr"], "sweep-system-unknown")
+    add(["sweep", "nope", "--p", "0.3", "--q", "0.4", "--out", "OUT/s.zarr"], "sweep-system-unknown")
+    add(["sweep", "cooccurrence", "--p", "0.3", "--q", "0.4", "--out", "OUT/s.zarr"], "sweep-cooc-p")
+    co = ["sweep", "cooccurrence", "--out", "OUT/s.zarr"]
+    ints = ("1.5", "a", "", "nan", "1e400", "1:2:3", "3,3")
+    for name, bads in (("--m", ints + ("0", str(10**13))), ("--L", ints + ("2", "1001")),
+                       ("--seed-grid", ints + ("-1", "4294967296"))):
+        for bad in bads:
+            add(co + [name, bad] + ([] if name == "--m" else ["--m", "16"]), f"sweep-cooc{name}={bad!r}")
+    for name, bads in (("--n", counts + ["5", "100001"]), ("--d", counts + ["3", "513"]),
+                       ("--m1", counts + [str(10**13)]), ("--init", ["", "magic"])):
+        for bad in bads:
+            add(co + ["--m", "16", name, bad], f"sweep-cooc{name}={bad[:12]!r}")
+    add(co + ["--m", "16", "--n", "100000", "--L", "1000"], "sweep-cooc-n-L-d-too-large")
+    ntp = ["sweep", "ntp_order", "--out", "OUT/s.zarr"]
+    for name, bads in (("--vocab", ints + ("2", "129", "5")), ("--sentences", ints + ("0", "100001")),
+                       ("--seed-grid", ints + ("-1", "4294967296"))):
+        for bad in bads:
+            add(ntp + [name, bad] + ([] if name == "--vocab" else ["--vocab", "6"]), f"sweep-ntp{name}={bad!r}")
+    for name, bads in (("--steps1", counts + ["1000001"]), ("--steps2", counts + ["1000001"]),
+                       ("--stage2-loss", ["", "magic"])):
+        for bad in bads:
+            add(ntp + ["--vocab", "6", name, bad], f"sweep-ntp{name}={bad[:12]!r}")
+    grids = {"markov": ["--p", "0.3", "--q", "0.4", "--starts", "5"], "cooccurrence": ["--m", "16"],
+             "ntp_order": ["--vocab", "6"]}
+    for system, grid in grids.items():  # the options every sweep shares
+        head = ["sweep", system, *grid]
+        for name, bad in (("--workers", "0"), ("--max-seconds", "0"), ("--max-seconds", "nan"),
+                          ("--scheduler", "not an address"), ("--figure", "OUT/f.txt"), ("--figure", "OUT/f"),
+                          ("--figure", ""), ("--figure", "/proc/flowlab-x.png"), ("--figure", "OUT/afile/x.png")):
+            add(head + ["--out", "OUT/s.zarr", name, bad], f"sweep-{system}{name}={bad!r}")
+        for i, out in enumerate(out_dirs):
+            add(head + ["--out", out], f"sweep-{system}-out-{i}")
+        for switch in ("--resume", "--no-resume", "--processes", "--no-processes"):
+            add(head + [switch, "--out", "IN"], f"sweep-{system}{switch}")
     return cases
 
 
@@ -521,7 +554,7 @@ def _command_path(argv) -> tuple:
 
 
 #: Commands whose first argument is an action with options of its own (nested subparsers).
-NESTED = ("cooccurrence", "ntp-order")
+NESTED = ("cooccurrence", "ntp-order", "sweep")
 
 
 def _subcommands(parser, path=()):
@@ -553,7 +586,8 @@ def test_every_argument_of_every_command_is_exercised():
     assert not missing, missing
     expected = {("chain",), ("derive",), ("eval",), ("flow",), ("critical",), ("basins",), ("plot",), ("guide",),
                 ("train",), ("demo",), ("cooccurrence", "claims"), ("cooccurrence", "compare"),
-                ("cooccurrence", "scaling"), ("ntp-order", "run"), ("ntp-order", "targets"), ("ntp-order", "data")}
+                ("cooccurrence", "scaling"), ("ntp-order", "run"), ("ntp-order", "targets"), ("ntp-order", "data"),
+                ("sweep", "markov"), ("sweep", "cooccurrence"), ("sweep", "ntp_order")}
     assert expected <= walked, expected - walked
 
 

@@ -139,8 +139,13 @@ COMMANDS = {
     "cache-clear": ["cache", "clear", "--json"],
     "sweep": ["sweep", "markov", "--p", "0.2,0.5", "--q", "0.5", "--starts", "5", "--workers", "1", "--no-processes",
               "--out", "{sweep}", "--json"],
+    "sweep-cooccurrence": ["sweep", "cooccurrence", "--m", "16,64", "--L", "3", "--n", "12", "--d", "24", "--m1",
+                           "32", "--workers", "1", "--no-processes", "--out", "{sweep}-cooc", "--json"],
+    "sweep-ntp-order": ["sweep", "ntp_order", "--vocab", "6", "--sentences", "24", "--steps1", "30", "--steps2",
+                        "60", "--workers", "1", "--no-processes", "--out", "{sweep}-ntp", "--json"],
 }
-NEEDS = {"train-transformer": "torch", "ntp-order-targets": "cvxpy", "ntp-order-run": "cvxpy", "sweep": "distributed"}
+NEEDS = {"train-transformer": "torch", "ntp-order-targets": "cvxpy", "ntp-order-run": "cvxpy", "sweep": "distributed",
+         "sweep-cooccurrence": "distributed", "sweep-ntp-order": "distributed"}
 
 
 @pytest.fixture(scope="module")
@@ -214,5 +219,6 @@ def test_the_checks_catch_each_breach():
 
 def test_every_section_is_used():
     """docs/schema.md documents the payloads this test runs (plus the library's written files), no stale one."""
-    written = {"ntp-order-data", "demo-summary", "figure4-summary", "cooccurrence-summary", "ntp-order-summary"}
+    written = {"ntp-order-data", "demo-summary", "figure4-summary", "cooccurrence-summary", "ntp-order-summary",
+               "demo-sweep-summary"}
     assert set(documented_keys()) == set(COMMANDS) | written

@@ -192,3 +192,46 @@ def test_shared_critical_sets_computed_once():
     hits = _critical_sets.cache_info().hits
     again = shared_critical_sets(model, chain, {"e": (-2.0, 2.0), "w": (-3, 3)}, method="symbolic", samples=8)
     assert again is first and _critical_sets.cache_info().hits == hits + 1
+
+
+def test_fused_gradient_of_a_spec_equals_derived():
+    """A system made from a command-line spec (SymPy-free when the cache is warm) has the fused path compiled with
+    the model, and it equals the derived log-domain gradient; a free bias has none."""
+    from flowlab.systems.markov.numeric import ModelSpec
+
+    system = MarkovSystem(ModelSpec(preset="ew"), MarkovChain(0.3, 0.6), symbolic_levels=False)
+    assert system.fast_profiled and system.numeric.compiled.fused_gradient is not None
+    theta = np.random.default_rng(5).normal(0, 1.5, (400, len(system.params)))
+    fast, slow = system.gradient(theta), system.numeric.gradient(theta)
+    assert np.all(np.abs(fast - slow) <= 1e-13 * (1 + np.abs(slow)))
+    free = MarkovSystem(ModelSpec(preset="ewb"), MarkovChain(0.3, 0.6), symbolic_levels=False)
+    assert not free.fast_profiled and free.numeric.compiled.fused_gradient is None
+
+
+@pytest.mark.parametrize("p, q", [(0.5, 0.8), (0.2, 0.3), (0.9, 0.9), (0.999, 1e-5)])
+def test_level_interval_ends_are_the_crossings(p, q):
+    """The ends of {ell < level} found by bisection: ell >= level at each end, < level one float inside it."""
+    from flowlab.systems.markov.system import _level_interval
+
+    chain = MarkovChain(p, q)
+    system = MarkovSystem(get_model("ew"), chain, symbolic_levels=False)
+    ell = lambda d: float(system.numeric.profiled_loss(np.array(d))[0])
+    level = chain.unigram_loss - 1e-6 * chain.loss_gap
+    ends = _level_interval(ell, chain.optimal_gap, level, PROFILED_FAST_RANGE)
+    assert ends is not None and None not in ends
+    for end in ends:
+        assert ell(end) >= level > ell(np.nextafter(end, chain.optimal_gap))
+    assert ends[0] < chain.optimal_gap < ends[1]
+
+
+def test_spec_and_model_systems_label_identically():
+    """The system of a spec (what the command line builds) and of a Model give the same reference and labels."""
+    from flowlab.systems.markov.numeric import ModelSpec
+
+    chain = MarkovChain(0.5, 0.8)
+    spec, model = MarkovSystem(ModelSpec(preset="ew"), chain), MarkovSystem(get_model("ew"), chain)
+    assert spec.reference() == model.reference() and spec.describe() == model.describe()
+    pts = grid_points(grid_axes(("e", "w"), {"e": (-3, 3), "w": (-3, 3)}, 24))
+    a, _ = flow_labels(spec, pts, spec.reference(), FlowSettings(workers=1))
+    b, _ = flow_labels(model, pts, model.reference(), FlowSettings(workers=1))
+    assert np.array_equal(a, b) and np.sum(a == 1) > 0 and np.sum(a == 0) > 0

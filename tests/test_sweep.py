@@ -1,5 +1,7 @@
 """Sweeps on Dask (issue 15): the dataset layout, resume after a kill -9, refusal of a mismatched store,
-each cell against the direct single-(p, q) computation and the paper's prediction, hostile CLI values.
+each cell against the direct single-(p, q) computation and the paper's prediction, hostile CLI values;
+the cooccurrence and ntp_order sweeps against their direct runs, resume of ntp_order, the figures, and the
+removal of a store's stale `.NAME.partial-PID` folder left by a kill -9 during its creation.
 
 Small grids, few starts, threads (``processes=False``) where a process pool is not the point.
 """
@@ -222,3 +224,146 @@ def test_an_existing_scheduler_gives_the_same_dataset(small, tmp_path):
     other = r.open()
     for name in ds.variables:
         assert ds[name].values.tobytes() == other[name].values.tobytes(), name
+
+
+# ------------------------------------------------------------------ ntp_order, kill safety at creation
+NTP = {"vocab": [6, 8], "sentences": [24], "seed": [0, 1], "steps1": 60, "steps2": 200}
+
+
+@pytest.fixture(scope="module")
+def ntp(tmp_path_factory):
+    store = tmp_path_factory.mktemp("ntp") / "ntp.zarr"
+    result = sweep("ntp_order", store, workers=1, processes=False, **NTP)
+    return result, open_dataset(store)
+
+
+def test_ntp_order_layout_and_cells_equal_direct_runs(ntp):
+    """Each cell is `flowlab ntp-order run --vocab K --sentences N --seed S --steps1 60 --steps2 200`; and a fact
+    independent of the code: normalised GD moves W_ov by exactly lr1 = 0.2/sqrt(K) per step, so once W_ov points
+    along its (fixed) target direction the norm grows by lr1 per step: the fitted slope is just below lr1."""
+    from flowlab.systems.ntp_order.data import generate
+    from flowlab.systems.ntp_order.measure import run_experiment
+    from flowlab.systems.ntp_order.sweep import RATES, STAGES, STATUS
+
+    result, ds = ntp
+    assert ds.sizes == {"vocab": 2, "sentences": 1, "seed": 2} and result.counts == {"completed": 4, "total": 4}
+    assert all(ds[v].dims == ("vocab", "sentences", "seed") and ds[v].dtype == np.float64 for v in ds.data_vars
+               if v != "status")
+    assert json.loads(ds["status"].attrs["codes"]) == STATUS and ds.attrs["system"] == "ntp_order"
+    assert json.loads(ds.attrs["settings"])["steps2"] == 200
+    for K in (6, 8):
+        for seed in (0, 1):
+            cell = ds.sel(vocab=K, sentences=24, seed=seed)
+            direct = run_experiment(generate(K, 24, seed), seed=seed, steps1=60, steps2=200)
+            for suffix, (stage, _) in STAGES.items():
+                summary = getattr(direct, stage)
+                for rate in RATES:
+                    fit = getattr(summary, rate)
+                    assert float(cell[f"{rate}_{suffix}"]) == fit.value and float(cell[f"{rate}_{suffix}_r2"]) == fit.r2
+                assert float(cell[f"cos_{suffix}"]) == summary.cos
+            assert float(cell["acc_train"]) == direct.accuracy["train"]
+            assert 0.98 * 0.2 / np.sqrt(K) < float(cell["norm_slope_ov"]) <= 0.2 / np.sqrt(K) + 1e-12
+
+
+def test_ntp_order_resume_recomputes_only_the_lost_tile(ntp, tmp_path):
+    """A crash after tile 0 was written and before tile 1 was recorded: tile 1's chunk is garbage and absent
+    from the manifest. The rerun computes only it, and the store equals the uninterrupted run bit for bit."""
+    import shutil
+
+    import zarr
+
+    from flowlab.engine.sweep import _write_manifest
+
+    result, ds = ntp
+    store = tmp_path / "crashed.zarr"
+    shutil.copytree(result.store, store)
+    manifest = read_manifest(store)
+    group = zarr.open_group(str(store), mode="r+")
+    group["cos_ov"][1:2, :, :] = 123.0  # a half-written tile
+    _write_manifest(store, manifest["identity"], {0}, manifest["tiles_total"])
+    again = sweep("ntp_order", store, workers=1, processes=False, **NTP)
+    assert (again.tiles_computed, again.tiles_resumed) == (1, 1)
+    other = open_dataset(store)
+    for name in ds.variables:
+        assert ds[name].values.tobytes() == other[name].values.tobytes(), name
+    assert read_manifest(store)["complete"]
+
+
+def test_ntp_order_rates_figure(ntp):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowlab.plots import sweep as plots
+
+    _, ds = ntp
+    fig = plots.ntp_rates_figure(ds)
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if c.lines[0].get_gid() == "dir_rate_ov"]
+    x, y = bars.lines[0].get_xydata().T
+    assert x.tolist() == [6.0, 8.0]
+    assert np.allclose(y, ds["dir_rate_ov"].sel(sentences=24).mean("seed").values)
+    plt.close(fig)
+    with pytest.raises(FlowlabInputError, match="unknown rate"):
+        plots.ntp_rate_vs_vocab(ds, "speed")
+
+
+def test_ntp_order_cli_defaults_mirror_the_definition():
+    from flowlab.cli.sweep import NTP_DEFAULTS, STAGE2_LOSSES
+    from flowlab.systems.ntp_order.model import STAGE2_LOSSES as LOSSES
+    from flowlab.systems.ntp_order.sweep import DEFAULTS
+
+    assert all(DEFAULTS[k] == v for k, v in NTP_DEFAULTS.items()) and STAGE2_LOSSES == LOSSES
+
+
+def test_stale_partial_store_of_a_dead_process_is_removed(tmp_path):
+    """A kill -9 while the store was being created leaves `.NAME.partial-PID`: the next run removes it when
+    PID is gone (here a finished subprocess), keeps one whose process lives (PID 1), and proceeds."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    pid = int(dead.stdout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 0)
+        pytest.skip(f"PID {pid} was reused already")
+    stale, alive = tmp_path / f".s.zarr.partial-{pid}", tmp_path / ".s.zarr.partial-1"
+    for folder in (stale, alive):
+        (folder / "prob_global").mkdir(parents=True)
+        (folder / MANIFEST).write_text("{}")
+    r = sweep("markov", tmp_path / "s.zarr", workers=1, processes=False, p=[0.2], q=[0.3], sigma=[0.02], starts=5)
+    assert r.tiles_computed == 1 and not stale.exists() and (alive / MANIFEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.partial-1", "s.zarr"]
+
+
+def test_cli_cooccurrence_with_figure_then_resume(tmp_path, capsys):
+    """`flowlab sweep cooccurrence` takes integer ranges (16:48:3 = 16, 32, 48), draws T1 against m from the
+    stored Dataset, and a rerun finds every tile done."""
+    import matplotlib.image
+
+    argv = ["sweep", "cooccurrence", "--m", "16:48:3", "--L", "3", "--seed-grid", "0", "--n", "12", "--d", "24",
+            "--m1", "32", "--workers", "1", "--no-processes", "--out", str(tmp_path / "c.zarr"),
+            "--figure", str(tmp_path / "t1.png"), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["system"] == "cooccurrence" and out["shape"] == [3, 1, 1] and out["figure"] == str(tmp_path / "t1.png")
+    assert set(out["seconds_by_phase"]) == {"prepare", "tiles", "close"} and out["cpu_seconds"]["cells"] > 0
+    ds = open_dataset(tmp_path / "c.zarr")
+    assert ds["m"].values.tolist() == [16.0, 32.0, 48.0] and np.isfinite(ds["T1"].values).all()
+    assert matplotlib.image.imread(tmp_path / "t1.png").shape[2] in (3, 4)
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["tiles"] == {"total": 3, "computed": 0, "resumed": 3} and set(again["seconds_by_phase"]) == {"prepare"}
+
+
+def test_no_cache_reaches_local_workers(monkeypatch):
+    """`flowlab --no-cache sweep`: the worker processes inherit FLOWLAB_NO_CACHE=1 while the sweep runs."""
+    from flowlab.symbolic import cache
+    from flowlab.systems.sweeps import _cache_off_in_local_workers
+
+    monkeypatch.delenv(cache.ENV_OFF, raising=False)
+    with _cache_off_in_local_workers():
+        assert cache.ENV_OFF not in os.environ  # the cache is on: nothing to pass on
+    monkeypatch.setattr(cache, "_state", {**cache._state, "enabled": False})
+    with _cache_off_in_local_workers():
+        assert os.environ[cache.ENV_OFF] == "1"
+    assert cache.ENV_OFF not in os.environ

@@ -158,10 +158,12 @@ def cmd_eval(args) -> int:
 def _flow_binary(args, options):
     """(result, header, the loss's references in words) of a flow on the binary chain --p/--q."""
     from flowlab.systems.markov.flow import gradient_flow
+    from flowlab.systems.markov.numeric import compile_spec
 
-    model, chain = model_from_args(args), _binary_chain(args)
+    spec, chain = model_spec_from_args(args), _binary_chain(args)
+    model = compile_spec(spec)  # warm: from the on-disk cache, without SymPy (the flow reuses it)
     theta0 = point_vector(model, parse_point(args.at))
-    result = gradient_flow(model, chain, theta0, allow_degenerate=args.allow_degenerate, context=args.context,
+    result = gradient_flow(spec, chain, theta0, allow_degenerate=args.allow_degenerate, context=args.context,
                            **options)
     return (result, f"{model.name} from {args.at} ({chain}, {chain.regime})",
             f"H = {chain.entropy_rate:.12g}, h(pi1) = {chain.unigram_loss:.12g}")

@@ -11,7 +11,7 @@ from flowlab.cli.args import (
     EpilogFormatter,
     add_model,
     chain_from_args,
-    model_from_args,
+    model_spec_from_args,
     num,
     parse_box,
     parse_point,
@@ -30,7 +30,7 @@ def cmd_basins(args) -> int:
     files = ("gaussian.json",) if args.gaussian is not None else BasinGrid.FILES
     if args.out is not None:
         check_output_dir(args.out, "--out", files)
-    model, chain = model_from_args(args), chain_from_args(args)
+    model, chain = model_spec_from_args(args), chain_from_args(args)  # warm: no SymPy (the on-disk cache)
     settings = FlowSettings(t_max=args.t_max, rtol=args.rtol, atol=args.atol, chunk=args.chunk,
                             workers=args.workers)
     if args.gaussian is not None:
@@ -47,7 +47,7 @@ def cmd_basins(args) -> int:
         else:
             lo, hi = result["ci95"]
             c = result["counts"]
-            print(f"{model.name} at {chain} ({chain.regime}), theta0 ~ N(0, {num(args.gaussian)}^2 I), "
+            print(f"{result['model']} at {chain} ({chain.regime}), theta0 ~ N(0, {num(args.gaussian)}^2 I), "
                   f"{args.samples} draws (seed {args.seed})")
             print(f"  P(global) = {result['prob_global']:.4f}   95% CI [{lo:.4f}, {hi:.4f}]")
             print(f"  counts: global {c['global']}, non-global {c['nonglobal']}, undetermined {c['undetermined']}")
@@ -65,7 +65,7 @@ def cmd_basins(args) -> int:
     else:
         c, f = payload["counts"], payload["fractions"]
         shape = "x".join(str(n) for n in payload["shape"])
-        print(f"{model.name} at {chain} ({chain.regime}), {shape} grid"
+        print(f"{payload['model']} at {chain} ({chain.regime}), {shape} grid"
               + (f" at {args.fix}" if args.fix else "") + f", method {args.method}: {payload['seconds']:.2f} s")
         print(f"  global     {c['global']:>9}  ({f['global']:.4f})  -> {', '.join(result.sets.global_min)}")
         print(f"  non-global {c['nonglobal']:>9}  ({f['nonglobal']:.4f})  -> {', '.join(result.sets.local_min)}")
@@ -112,8 +112,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--context", type=positive_int, metavar="N",
                    help="flow of the exact finite-context loss over positions 1..N (labels 1 only when reached)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="threads labelling a large batch (default: one; two ran at 0.85x of one on 2 cores; "
-                   "labels do not depend on it)")
+                   help="processes labelling the points, at most 256 (default: the CPUs the load leaves free "
+                   "from 131072 points on, one below; the labels do not depend on it)")
     p.add_argument("--max-seconds", type=positive_float, default=1800.0,
                    help="refuse grids estimated to take longer")
     p.add_argument("--out", metavar="DIR", help="write basins.npz and basins.json (grid) or gaussian.json here")

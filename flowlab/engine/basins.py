@@ -59,9 +59,10 @@ class FlowSettings:
     loss_margin: float = 1e-12
     decide_every: int = 2
     chunk: int = 65536
-    #: threads labelling pieces of a large batch at once; None: one. Measured on 2 idle cores, 256^2 ew grid:
-    #: two threads ran at 0.85x of one (the per-step array operations are too small to release the GIL for
-    #: long), so more threads are opt-in. The labels do not depend on it.
+    #: processes labelling pieces of a batch at once (this one and workers - 1 others); None: every
+    #: free CPU for batches of at least AUTO_PROCESS_POINTS points, else one (:func:`auto_processes`). Processes,
+    #: not threads: two threads ran at 0.85x of one (the per-step NumPy operations are too small to release
+    #: the GIL for long). The labels do not depend on it.
     workers: int | None = None
 
     def __post_init__(self):
@@ -72,9 +73,9 @@ class FlowSettings:
         if self.workers is not None:
             integer(self.workers, "workers", 1, 256)
 
-    def n_workers(self) -> int:
-        """``workers``, or one thread (see the field's comment)."""
-        return 1 if self.workers is None else self.workers
+    def n_workers(self, points: int = 0) -> int:
+        """The processes that label ``points`` rows (:func:`auto_processes`)."""
+        return auto_processes(points, self)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -208,55 +209,341 @@ class _Decider:
         return out
 
 
-#: Batches below this many points per worker run in one thread (the split would cost more than it saves).
-MIN_POINTS_PER_WORKER = 4096
+# ------------------------------------------------------------------------ pieces and processes
+#: Pieces shared between processes hold at least this many points: smaller pieces cost more per point (one
+#: process on a 256^2 ew grid labelled 2048-point pieces at 0.3x, 8192-point ones at 0.7x and 16384-point
+#: ones at 0.8x the rate of 65536-point ones: each piece ends in a tail of steps on its few slowest rows,
+#: where the per-step NumPy overhead dominates, about 0.1 s per piece).
+MIN_PIECE = 16384
+#: With ``workers`` unset, batches of at least this many points use the CPUs that are free (see
+#: :func:`auto_processes`); smaller ones run in this process. Break-even measured on 2 cores (ew grid, one
+#: other process busy, load ~1.8): in a fresh process (a cold fork server, as in a command-line run) two
+#: processes took 1.18 s vs 1.17 s for one on 65536 points and 2.25 s vs 2.37 s on 131044; with the fork
+#: server warm (a later call in the same process) 2.7 s vs 4.3 s on 262144 points (1.6x). Under heavier
+#: load (4-7 on 2 cores) two processes ran at about 0.5x of one at every size: hence the load check.
+#: Re-measure on an idle machine with benchmarks/basins.py.
+AUTO_PROCESS_POINTS = 131072
 
 
-def flow_labels(system, points, reference: Reference, settings: FlowSettings, *, progress=None):
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_processes(points: int, settings: FlowSettings, *, min_piece: int = MIN_PIECE,
+                   threshold: int = AUTO_PROCESS_POINTS) -> int:
+    """How many processes label ``points`` rows: ``settings.workers`` when set (at most one per point), else
+    for at least ``threshold`` points the available CPUs that the 1-minute load average leaves free (this
+    process's own included: a busy machine gains nothing from more processes, each handover of work then
+    waits for a time slice), at most one per ``min_piece`` points, and one below; one in a daemonic process
+    (e.g. a Dask worker), which may not start processes."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    if settings.workers is not None:
+        return max(1, min(settings.workers, points))
+    if points < threshold:
+        return 1
+    free = available_cpus() - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    return max(1, min(available_cpus(), round(free) + 1, points // max(1, min_piece)))
+
+
+class _Job:
+    """What a process needs to label rows: the system, its decision rule and the settings."""
+
+    def __init__(self, system, reference: Reference, settings: FlowSettings):
+        self.system, self.reference, self.settings = system, reference, settings
+        self.n = len(system.params)
+        self.decide = _Decider(system, reference, settings, self.n)
+
+    def rhs(self, y):  # non-finite rows fail those points only (counted in the stats)
+        return -_rows(self.system.gradient, y, (self.n,))
+
+    def run(self, points: np.ndarray, progress=None) -> tuple[np.ndarray, dict]:
+        """(labels, stats) of the rows of one piece."""
+        from flowlab.engine.batch import integrate_batch
+
+        s = self.settings
+        res = integrate_batch(self.rhs, points, t_max=s.t_max, rtol=s.rtol, atol=s.atol, decide=self.decide,
+                              decide_every=s.decide_every, progress=progress)
+        return res.label, {"rhs_rows": int(res.n_rhs_rows), "steps": int(res.steps.sum()),
+                           "failed": int(np.sum(res.status == -1)), "t_max_reached": int(np.sum(res.status == 0))}
+
+
+#: The job of a worker process, set once by :func:`_start_worker` (the system is sent once, not per piece).
+_WORKER: dict = {}
+
+
+def _pickled(job: _Job) -> bytes:
+    """The job as bytes for the helper processes (the system pickles as what it was made of, the decision rule
+    with what it computed once, e.g. the ends of ``loss_below``)."""
+    import pickle
+
+    try:
+        return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # a system holding unpicklable state (e.g. a closure)
+        raise FlowlabInputError(f"the system {type(job.system).__name__} cannot be sent to other processes "
+                                f"({type(exc).__name__}: {exc}); label it with workers=1") from None
+
+
+def _start_worker(payload: bytes) -> None:
+    """Pool initializer: the job, built once from this process's parent's own bytes (:func:`_pickled`); Ctrl-C
+    is the parent's to handle (it ends the pool)."""
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER["job"] = pickle.loads(payload)
+
+
+def _ready() -> bool:
+    """A worker's first task: its completion tells the parent that a process is ready for a piece."""
+    return True
+
+
+def _run_piece(points: np.ndarray):
+    return _WORKER["job"].run(points)
+
+
+class _Pieces:
+    """Hands out consecutive row ranges [start, stop) to whichever process asks (thread-safe), and adds up
+    the finished work for the progress bar. With one process the pieces are ``chunk`` rows (one batch as
+    far as memory allows); with several, a piece is the rest over the number of processes (at most ``chunk``,
+    at least ``min_piece``): large pieces while helpers start, smaller ones at the end, so that the processes
+    finish at about the same time with few pieces (each piece costs a slow tail of steps on its last rows)."""
+
+    def __init__(self, total: int, processes: int, chunk: int, min_piece: int, progress):
+        self.total, self.processes, self.chunk, self.min_piece = total, processes, chunk, min_piece
+        self.next = self.done = self.partial = 0
+        self.lock, self.progress = threading.Lock(), progress
+
+    def take(self) -> tuple[int, int] | None:
+        with self.lock:
+            rest = self.total - self.next
+            if rest <= 0:
+                return None
+            size = rest if self.processes == 1 else max(self.min_piece, -(-rest // self.processes))
+            start, self.next = self.next, self.next + min(rest, size, self.chunk)
+            return start, self.next
+
+    def report(self, finished: int = 0, partial: int | None = None) -> None:
+        """``finished`` more rows done in some process; ``partial`` rows done of this process's current piece."""
+        with self.lock:
+            self.done += finished
+            if partial is not None:
+                self.partial = partial
+            if self.progress is not None:
+                self.progress(self.done + self.partial)
+
+
+def flow_labels(system, points, reference: Reference, settings: FlowSettings, *, progress=None,
+                min_piece: int = MIN_PIECE, threshold: int = AUTO_PROCESS_POINTS):
     """Labels of the rows of ``points`` by the flow method; returns (labels int8, stats).
 
-    The rows are integrated in pieces of at most ``settings.chunk`` points, by ``settings.n_workers()``
-    threads when there are at least :data:`MIN_POINTS_PER_WORKER` points per thread; each row's
-    trajectory is independent of the others, so the labels do not depend on the split.
+    The rows are integrated in pieces of at most ``settings.chunk`` points, by :func:`auto_processes`
+    processes: this one, and the others from :func:`_label_in_pool` (``min_piece``, ``threshold``: see
+    :func:`auto_processes`). Each row's trajectory (its steps, its decisions) is independent of the other rows of its
+    batch, so the labels and the summed stats do not depend on the pieces nor on the processes.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from flowlab.engine.batch import integrate_batch
-
     points = np.asarray(points, dtype=np.float64)
-    n = points.shape[1]
-    decide = _Decider(system, reference, settings, n)
-    workers = max(1, min(settings.n_workers(), len(points) // MIN_POINTS_PER_WORKER))
-    size = min(settings.chunk, -(-len(points) // workers)) if len(points) else 1
-    starts = range(0, len(points), size)
-    finished = dict.fromkeys(starts, 0)
+    job = _Job(system, reference, settings)
+    processes = auto_processes(len(points), settings, min_piece=min_piece, threshold=threshold)
+    pieces = _Pieces(len(points), processes, settings.chunk, min(min_piece, -(-len(points) // processes)), progress)
+    labels = np.empty(len(points), dtype=np.int8)
+    stats = {"rhs_rows": 0, "steps": 0, "failed": 0, "t_max_reached": 0, "workers": processes}
+
     lock = threading.Lock()
 
-    def rhs(y):  # non-finite rows fail those points only (counted in the stats)
-        return -_rows(system.gradient, y, (n,))
-
-    def report(start, k):
+    def store(piece, result) -> bool:  # called by this process's threads (here and the helpers' feeder)
         with lock:
-            finished[start] = k
-            progress(sum(finished.values()))
+            labels[piece[0] : piece[1]] = result[0]
+            for key, value in result[1].items():
+                stats[key] += value
+        return True
 
-    def piece(start):
-        return integrate_batch(
-            rhs, points[start : start + size], t_max=settings.t_max, rtol=settings.rtol, atol=settings.atol,
-            decide=decide, decide_every=settings.decide_every,
-            progress=(lambda k: report(start, k)) if progress else None,
-        )
-
-    labels = np.empty(len(points), dtype=np.int8)
-    stats = {"rhs_rows": 0, "steps": 0, "failed": 0, "t_max_reached": 0, "workers": workers}
-    with ThreadPoolExecutor(workers) as pool:
-        for start, res in zip(starts, pool.map(piece, starts) if workers > 1 else map(piece, starts)):
-            labels[start : start + len(res.label)] = res.label
-            stats["rhs_rows"] += int(res.n_rhs_rows)
-            stats["steps"] += int(res.steps.sum())
-            stats["failed"] += int(np.sum(res.status == -1))
-            stats["t_max_reached"] += int(np.sum(res.status == 0))
+    payload = None
+    if processes > 1:
+        try:
+            payload = _pickled(job)
+        except FlowlabInputError:
+            if settings.workers is not None:  # asked for: say why it cannot be; by default: one process
+                raise
+            processes = stats["workers"] = pieces.processes = 1
+    if payload is None:
+        _label_here(job, points, pieces, store, lambda: None)
+    else:
+        _label_in_pool(job, points, pieces, store, processes - 1, payload, settings.workers is None)
     return labels, stats
+
+
+def _label_here(job: _Job, points: np.ndarray, pieces: _Pieces, store, check) -> None:
+    """Label pieces in this process until none is left to hand out; ``check()`` raises a helper's error."""
+
+    def partial(k):
+        check()
+        pieces.report(partial=k)
+
+    while (piece := pieces.take()) is not None:
+        result = job.run(points[piece[0] : piece[1]], progress=partial)
+        if store(piece, result):
+            pieces.report(finished=piece[1] - piece[0], partial=0)
+        check()
+
+
+def _context(system):
+    """Where helper processes come from: a fork server (started once per process, with the engine and the
+    system's module imported) or, where there is none, "spawn"; never "fork" (the parent may hold threads,
+    e.g. of BLAS or torch, whose locks a forked child would inherit held)."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__, type(system).__module__])  # no effect once it runs
+    return ctx
+
+
+class _Superseded(Exception):
+    """A helper finished the piece that this process was labelling as well."""
+
+
+class _Helpers:
+    """The helper processes of :func:`_label_in_pool`, each sent the job once (pool initializer), and a thread
+    that keeps each ready helper busy with one piece at a time until the pieces run out, a process fails (the
+    error goes to ``errors``, the main thread raises it) or ``stop`` is set. With ``optional`` (helpers not
+    asked for), helpers that fail to start are no error: this process labels every piece itself."""
+
+    def __init__(self, points: np.ndarray, pieces: _Pieces, store, helpers: int, payload: bytes, system,
+                 optional: bool):
+        from concurrent.futures import Future
+
+        self.points, self.pieces, self._store = points, pieces, store
+        self.start, self.optional, self.started = (helpers, payload, _context(system)), optional, False
+        self.pool, self.running = None, {}  # future -> its piece (None: the helper's start)
+        self.stored: set[int] = set()
+        self.lock, self.errors, self.stop = threading.Lock(), [], threading.Event()
+        # the feeder sleeps until a helper is done or close() sets this: no periodic wake-up takes the GIL
+        # from the main thread's labelling (on a busy machine each handover can wait for a time slice)
+        self.wakeup = Future()
+        self.thread = threading.Thread(target=self.feed, daemon=True)
+        self.thread.start()
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def store(self, piece, result) -> bool:
+        """Store a piece's labels unless its other copy (see :meth:`busiest`) was stored first."""
+        with self.lock:
+            if piece[0] in self.stored:
+                return False
+            self.stored.add(piece[0])
+        self._store(piece, result)
+        return True
+
+    def busiest(self):
+        """(future, piece) of the piece a helper took last and is still labelling, or None."""
+        with self.lock:
+            for future, piece in reversed(list(self.running.items())):
+                if piece is not None and piece[0] not in self.stored and not future.done():
+                    return future, piece
+        return None
+
+    def feed(self) -> None:
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        try:  # the pool starts here: the first start of a fork server takes a while, the main thread works on
+            helpers, payload, context = self.start
+            self.pool = ProcessPoolExecutor(helpers, mp_context=context, initializer=_start_worker,
+                                            initargs=(payload,))
+            with self.lock:
+                self.running.update({self.pool.submit(_ready): None for _ in range(helpers)})
+            while not self.stop.is_set() and self.running:
+                with self.lock:
+                    futures = list(self.running)
+                for future in wait([*futures, self.wakeup], return_when=FIRST_COMPLETED)[0]:
+                    if future is self.wakeup:
+                        continue
+                    piece, result = self.running[future], future.result()
+                    self.started = True
+                    if piece is not None and self.store(piece, result):
+                        self.pieces.report(finished=piece[1] - piece[0])
+                    new = None if self.stop.is_set() else self.pieces.take()
+                    with self.lock:
+                        del self.running[future]
+                        if new is not None:
+                            self.running[self.pool.submit(_run_piece, self.points[new[0] : new[1]])] = new
+        except BaseException as exc:  # handed to the main thread (unless no helper could start and none was asked for)
+            if self.started or not self.optional:
+                self.errors.append(exc)
+            self.stop.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        if not self.wakeup.done():
+            self.wakeup.set_result(None)
+        self.thread.join()
+        if self.pool is not None:
+            _end_pool(self.pool)
+
+
+def _label_in_pool(job: _Job, points: np.ndarray, pieces: _Pieces, store, helpers: int, payload: bytes,
+                   optional: bool) -> None:
+    """Label with this process and ``helpers`` other processes (:class:`_Helpers`).
+
+    This process labels pieces from the start while the helpers start (a fork of the fork server, then the
+    system rebuilt from what it was made of); a helper takes a piece only once it is ready. When no piece
+    is left to hand out, this process labels the pieces that helpers are still on as well (the labels are
+    the same; the first copy done is kept), so a helper slowed down by a busy machine delays nobody. An
+    error in any process, or Ctrl-C (the helpers ignore it), ends every helper before it propagates.
+    """
+    pool = _Helpers(points, pieces, store, helpers, payload, job.system, optional)
+    try:
+        _label_here(job, points, pieces, pool.store, pool.check)
+        while (item := pool.busiest()) is not None:
+            _label_copy(job, points, item, pool)
+        while pool.thread.is_alive() and pieces.done < pieces.total:
+            pool.thread.join(0.05)
+        pool.check()
+    finally:
+        pool.close()
+
+
+def _label_copy(job: _Job, points: np.ndarray, item, pool: _Helpers) -> None:
+    """Label the piece of ``item`` = (future, piece) here too, unless its helper finishes it first."""
+    future, piece = item
+
+    def partial(k):
+        pool.check()
+        if future.done():
+            raise _Superseded
+
+    try:
+        result = job.run(points[piece[0] : piece[1]], progress=partial)
+    except _Superseded:
+        return
+    if pool.store(piece, result):
+        pool.pieces.report(finished=piece[1] - piece[0], partial=0)
+
+
+def _end_pool(pool) -> None:
+    """Shut ``pool`` down and end its processes now (a helper may still be starting, or working on a piece
+    after an error): none is left behind."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()
+    pool.shutdown(wait=True)
 
 
 def refuse_if_slow(system, points, reference, settings, max_seconds: float, what: str, advice: str):

@@ -229,22 +229,22 @@ class _Finder:
 
     # dimension of the critical set through each root
     def local_dimension(self, roots):
-        dims = np.zeros(len(roots), dtype=int)
-        tangents = []
-        Hs = self.obj.hessian(roots)
-        for i, (x, H) in enumerate(zip(roots, Hs)):
-            lam, V = np.linalg.eigh(H)
-            null = V[:, np.abs(lam) <= NULL_TOL * self.eig_scale]
-            tang = []
-            if null.shape[1]:
-                h = self.h / 4
-                anchors = x + h * null.T
-                proj, ok = project(self.obj, anchors, planes=(null.T, anchors), gtol=self.gtol)
-                for v, y, a, good in zip(null.T, proj, anchors, ok):
-                    if good and np.linalg.norm(y - a) <= 0.1 * h:
-                        tang.append(v)
-            dims[i] = len(tang)
-            tangents.append(np.array(tang).T if tang else np.zeros((self.n, 0)))
+        """(dimension, tangent basis (n, d)) of the critical set through each root: the Hessian's null
+        directions along which a point a step away projects back onto grad L = 0 (all roots at once: the
+        projection treats each row on its own, so batching changes no number)."""
+        if len(roots) == 0:
+            return np.zeros(0, dtype=int), []
+        lam, V = np.linalg.eigh(self.obj.hessian(roots))
+        rows, cols = np.nonzero(np.abs(lam) <= NULL_TOL * self.eig_scale)
+        vecs = V[rows, :, cols]  # null direction cols[j] of root rows[j], in the order of its eigenvalues
+        tangent = np.zeros(len(rows), dtype=bool)
+        if len(rows):
+            h = self.h / 4
+            anchors = roots[rows] + h * vecs
+            proj, ok = project(self.obj, anchors, planes=(vecs, anchors), gtol=self.gtol)
+            tangent = ok & (np.linalg.norm(proj - anchors, axis=-1) <= 0.1 * h)
+        dims = np.bincount(rows[tangent], minlength=len(roots))
+        tangents = [vecs[tangent & (rows == i)].T if dims[i] else np.zeros((self.n, 0)) for i in range(len(roots))]
         return dims, tangents
 
     def trace(self, x0, t0):

@@ -112,7 +112,7 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def _remove_stale_partials(path: Path) -> None:
+def remove_stale_partials(path: Path) -> None:
     """Remove the temporary folders of ``path`` left by runs that were killed (their process is gone)."""
     import glob
 
@@ -139,7 +139,7 @@ def atomic_folder(path, what: str = "--out", replaceable=()):
     path = check_output_dir(path, what, replaceable)
     created = [d for d in path.parents if not d.exists()]  # removed again if the block fails
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
+    remove_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-{os.getpid()}-"))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
@@ -231,6 +231,18 @@ def save_figure(fig, path, *, dpi: int = 200) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figures(fig, base, formats=("png", "pdf"), *, dpi: int = 200) -> list[Path]:
+    """Save ``fig`` as ``base``.png, ``base``.pdf, ... (``base`` without extension): the figure's layout
+    engine runs for the first format only and its layout, in figure-relative units, serves the others
+    (a constrained layout costs as much as drawing the figure)."""
+    base = Path(base)
+    paths = []
+    for fmt in formats:
+        paths.append(save_figure(fig, base.with_name(f"{base.name}.{fmt}"), dpi=dpi))
+        fig.set_layout_engine("none")
+    return paths
 
 
 def write_table(path, columns: dict[str, np.ndarray]) -> Path:

@@ -34,7 +34,7 @@ import numpy as np
 
 from flowlab.engine.checks import integer, real_number
 from flowlab.engine.errors import FlowlabInputError
-from flowlab.engine.io import atomic_write_text, check_output_dir, to_json
+from flowlab.engine.io import atomic_write_text, check_output_dir, remove_stale_partials, to_json
 
 MANIFEST = "flowlab-sweep.json"
 #: Largest grid accepted (cells) and largest store (bytes) before any work.
@@ -113,6 +113,20 @@ def parse_range(text: str, name: str) -> np.ndarray:
     return values
 
 
+def integer_axis(values, name: str, minimum: int, maximum: int | None = None) -> np.ndarray:
+    """A swept integer parameter: distinct integers in [minimum, maximum], as float64 coordinates."""
+    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    shown = [float(v) for v in arr.ravel()][:8]
+    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+        raise FlowlabInputError(f"{name} must be a non-empty list of integers (a range START:STOP:N must fall on "
+                                f"integers), got {shown}")
+    for v in arr:
+        integer(int(v), name, minimum, maximum)
+    if len(np.unique(arr)) != arr.size:
+        raise FlowlabInputError(f"{name} values must be distinct, got {shown}")
+    return arr
+
+
 # ------------------------------------------------------------------------------ tiles
 def tiles(shape, tile) -> list[tuple[slice, ...]]:
     """The tiles of a grid, in C order of their corners."""
@@ -124,17 +138,32 @@ _STATE: dict = {}
 
 
 def _worker_state(definition: SweepDefinition):
-    """The per-worker state, built once per process and settings."""
+    """The per-worker state, built once per process and settings; also the CPU seconds its setup took
+    in this call (0.0 when it was built before)."""
     key = json.dumps(definition.identity(), sort_keys=True)
+    cpu = 0.0
     if key not in _STATE:
         _STATE.clear()
+        c0 = time.thread_time()
         _STATE[key] = definition.setup(definition.settings)
-    return _STATE[key]
+        cpu = time.thread_time() - c0
+    return _STATE[key], cpu
 
 
 def compute_tile(definition: SweepDefinition, region: tuple[slice, ...]) -> dict[str, np.ndarray]:
     """The variables of every cell of one tile (runs on a worker)."""
-    state = _worker_state(definition)
+    return _timed_tile(definition, region)[0]
+
+
+def _timed_tile(definition: SweepDefinition, region: tuple[slice, ...]) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`compute_tile` and the CPU seconds (this thread) of the per-worker setup it paid and of its cells."""
+    state, setup_cpu = _worker_state(definition)
+    c0 = time.thread_time()
+    out = _cells(definition, region, state)
+    return out, {"setup": setup_cpu, "cells": time.thread_time() - c0}
+
+
+def _cells(definition: SweepDefinition, region: tuple[slice, ...], state) -> dict[str, np.ndarray]:
     shape = tuple(s.stop - s.start for s in region)
     out = {v.name: np.full(shape, v.fill, dtype=v.dtype) for v in definition.variables}
     for local in np.ndindex(*shape):
@@ -186,15 +215,31 @@ def _create_store(definition: SweepDefinition, store: Path, total: int) -> None:
                     attrs={"system": definition.system, "settings": json.dumps(definition.settings),
                            "versions": json.dumps(_versions()), "flowlab_sweep": json.dumps(definition.identity())})
     encoding = {v.name: {"chunks": chunks, "fill_value": v.fill} for v in definition.variables}
-    ds.to_zarr(tmp, compute=False, encoding=encoding, consolidated=False, mode="w")
-    _write_manifest(tmp, definition.identity(), set(), total)
-    os.rename(tmp, store)
+    try:
+        ds.to_zarr(tmp, compute=False, encoding=encoding, consolidated=False, mode="w")
+        _write_manifest(tmp, definition.identity(), set(), total)
+        os.rename(tmp, store)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # after a kill -9 the next run removes it (open_store)
+        raise
 
 
 def open_store(definition: SweepDefinition, store, resume: bool) -> set:
     """Check or create the store; return the tiles already done. Refuse a store of other settings."""
     store = Path(store)
-    total = len(tiles(definition.shape, definition.tile_shape()))
+    if _check_store(definition, store, resume):
+        _create_store(definition, store, len(tiles(definition.shape, definition.tile_shape())))
+        return set()
+    return set(read_manifest(store)["tiles_done"])
+
+
+def _check_store(definition: SweepDefinition, store: Path, resume: bool) -> bool:
+    """Whether the store must be created (True) or resumed (False); refuse a store of other settings or a
+    folder that is not a sweep store; with ``resume`` False an earlier sweep store is removed.
+
+    First the hidden ``.STORE.partial-PID`` folders that a kill -9 during creation left are removed when
+    their process is gone (one whose process is alive is never touched)."""
+    remove_stale_partials(store)
     if store.exists():
         manifest = read_manifest(store) if store.is_dir() else None
         if manifest is None:
@@ -209,10 +254,9 @@ def open_store(definition: SweepDefinition, store, resume: bool) -> set:
                 f"--out {store} holds a sweep with other settings ({_difference(manifest['identity'], definition)}); "
                 "use another path, or --no-resume to replace it")
         else:
-            return set(manifest["tiles_done"])
+            return False
     check_output_dir(store)
-    _create_store(definition, store, total)
-    return set()
+    return True
 
 
 def _difference(old: dict, definition: SweepDefinition) -> str:
@@ -270,6 +314,32 @@ def _client(scheduler, workers: int, processes: bool):
     return Client(cluster)
 
 
+def _create_while_connecting(definition: SweepDefinition, store: Path, total: int, scheduler, workers: int,
+                             processes: bool):
+    """Create the store in a thread while the Dask client starts (local workers spend that time importing their
+    modules in their own processes, this process mostly waits); return the client."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        made = pool.submit(_create_store, definition, store, total)
+        client = None
+        try:
+            client = _client(scheduler, workers, processes)
+            made.result()
+        except BaseException:
+            if client is not None:
+                _close(client, scheduler)
+            raise
+    return client
+
+
+def _close(client, scheduler) -> None:
+    cluster = getattr(client, "cluster", None) if scheduler is None else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 # ------------------------------------------------------------------------------- run
 @dataclass(frozen=True)
 class SweepResult:
@@ -287,6 +357,13 @@ class SweepResult:
     counts: dict
     seconds: float
     settings: dict = field(default_factory=dict)
+    #: Wall seconds by phase: ``prepare`` (check the store; create it while the Dask client starts, local workers
+    #: importing their modules meanwhile), ``tiles`` (first submit to last tile recorded), ``close`` (the client
+    #: and a local cluster). Only ``prepare`` when nothing was left to compute.
+    seconds_by_phase: dict = field(default_factory=dict)
+    #: CPU seconds on the workers of the tiles computed now: ``setup`` (per-worker state, summed over the
+    #: workers) and ``cells``; with ``seconds_by_phase["tiles"]`` they show how busy the workers were.
+    cpu_seconds: dict = field(default_factory=dict)
 
     status: ClassVar[str] = "ok"
 
@@ -308,7 +385,8 @@ class SweepResult:
                 "dims": list(self.dims), "shape": list(self.shape), "cells": self.cells,
                 "tiles": {"total": self.tiles_total, "computed": self.tiles_computed, "resumed": self.tiles_resumed},
                 "workers": self.workers, "scheduler": self.scheduler, "settings": self.settings,
-                "counts": self.counts, "seconds": self.seconds}
+                "counts": self.counts, "seconds": self.seconds, "seconds_by_phase": self.seconds_by_phase,
+                "cpu_seconds": self.cpu_seconds}
 
 
 def open_dataset(store):
@@ -351,26 +429,31 @@ def run_sweep(definition: SweepDefinition, store, *, scheduler: str | None = Non
         check_scheduler(scheduler)
     refuse_if_unbounded(definition, workers, max_seconds)
     store = Path(store)
-    open_store(definition, store, resume)
     regions = tiles(definition.shape, definition.tile_shape())
-    with _store_lock(store):
-        done = set(read_manifest(store)["tiles_done"])
-        todo = [i for i in range(len(regions)) if i not in done]
-        resumed = len(done)
-        if todo:
-            client = _client(scheduler, workers, processes)
-            try:
+    phases, cpu, client = {}, {"setup": 0.0, "cells": 0.0}, None
+    try:
+        if _check_store(definition, store, resume):
+            client = _create_while_connecting(definition, store, len(regions), scheduler, workers, processes)
+        with _store_lock(store):
+            done = set(read_manifest(store)["tiles_done"])
+            todo = [i for i in range(len(regions)) if i not in done]
+            resumed = len(done)
+            if todo:
+                client = client or _client(scheduler, workers, processes)
                 workers = len(client.scheduler_info().get("workers", {})) or workers
-                _compute(client, definition, store, regions, todo, done, definition.identity(), quiet, tqdm, zarr)
-            finally:
-                cluster = getattr(client, "cluster", None) if scheduler is None else None
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+                phases["prepare"] = time.perf_counter() - t0
+                _compute(client, definition, store, regions, todo, done, cpu, quiet, tqdm, zarr)
+                phases["tiles"] = time.perf_counter() - t0 - phases["prepare"]
+    finally:
+        if client is not None:
+            t1 = time.perf_counter()
+            _close(client, scheduler)
+            phases["close"] = time.perf_counter() - t1
+    phases.setdefault("prepare", time.perf_counter() - t0)
     return SweepResult(store=str(store), system=definition.system, dims=definition.dims, shape=definition.shape,
                        tiles_total=len(regions), tiles_computed=len(todo), tiles_resumed=resumed, workers=workers,
                        scheduler=scheduler or "local", counts=_status_counts(store), seconds=time.perf_counter() - t0,
-                       settings=definition.settings)
+                       settings=definition.settings, seconds_by_phase=phases, cpu_seconds=cpu)
 
 
 @contextlib.contextmanager
@@ -387,21 +470,26 @@ def _store_lock(store: Path):
         yield
 
 
-def _compute(client, definition, store, regions, todo, done, identity, quiet, tqdm, zarr) -> None:
-    """Submit the tiles, write each one as it completes, then record it in the manifest."""
+def _compute(client, definition, store, regions, todo, done, cpu, quiet, tqdm, zarr) -> None:
+    """Submit the tiles, write each one as it completes, then record it in the manifest; add the workers'
+    CPU seconds to ``cpu``."""
     from distributed import as_completed
 
+    identity = definition.identity()
     with _quiet_zarr():
         group = zarr.open_group(str(store), mode="r+")
-    futures = {client.submit(compute_tile, definition, regions[i], key=f"flowlab-tile-{os.getpid()}-{i}",
+    futures = {client.submit(_timed_tile, definition, regions[i], key=f"flowlab-tile-{os.getpid()}-{i}",
                              pure=False): i for i in todo}
     with tqdm(total=len(regions), initial=len(done), desc=f"sweep {definition.system}", unit="tile",
               disable=quiet) as bar:
         for future in as_completed(futures):
             i = futures[future]
-            _write_tile(group, regions[i], future.result())
+            values, seconds = future.result()
+            _write_tile(group, regions[i], values)
             done.add(i)
             _write_manifest(store, identity, done, len(regions))
+            for k, v in seconds.items():
+                cpu[k] += v
             bar.update(1)
 
 

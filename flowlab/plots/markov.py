@@ -244,8 +244,9 @@ def _draw_piece(ax, piece, dims, color):
     coords = {others[0]: U, others[1]: V}
     if piece.shape == "graph":
         pts = np.asarray(piece.points, float)
+        # rasterized in vector formats (at the figure's dpi): thousands of shaded quads are slow to write and to view
         return ax.plot_surface(*[pts[..., i] for i in dims], color=color, alpha=SURFACE_ALPHA, linewidth=0,
-                               shade=True, antialiased=True, rstride=1, cstride=1)
+                               shade=True, antialiased=True, rstride=1, cstride=1, rasterized=True)
     # mplot3d's contourf contours the argument in the slot of ``zdir`` over the other two
     field = np.asarray(piece.field, float)
     coords[piece.axis] = field

@@ -104,3 +104,46 @@ def t1_vs_m(ds, ax=None):
     ax.set_ylabel("T₁ (flow time)", fontsize=FONTSIZE)
     ax.legend(fontsize=FONTSIZE - 1)
     return ax
+
+
+#: The ntp_order rates a figure shows: variable prefix -> axis label.
+NTP_RATES = {"dir_rate": "a in 1 − cos(W_t, W*) ∝ t^−a", "loss_rate": "r in L_t − L_∞ ∝ r^t",
+             "norm_slope": "slope of ‖W_t‖_F per step"}
+
+
+def ntp_rate_vs_vocab(ds, rate: str = "dir_rate", ax=None):
+    """ntp_order sweep: one fitted ``rate`` (``dir_rate``, ``loss_rate`` or ``norm_slope``) of both stages against
+    K = |V|: the mean over seeds, with the seeds' range as the error bar, one line per (stage, sentences);
+    cells without a fit (NaN) are left out of the mean."""
+    if rate not in NTP_RATES:
+        raise FlowlabInputError(f"unknown rate {rate!r}; choose one of {', '.join(NTP_RATES)}")
+    ax = _axes(ax)
+    K = np.asarray(ds["vocab"].values, dtype=np.float64)
+    for stage, name in (("ov", "stage 1 (W_ov)"), ("kq", "stage 2 (W_kq)")):
+        for n in ds["sentences"].values:
+            y = np.asarray(ds[f"{rate}_{stage}"].sel(sentences=n).transpose("vocab", "seed").values, dtype=np.float64)
+            seen = np.isfinite(y).any(axis=1)
+            if not seen.any():
+                continue
+            mean = np.nanmean(y[seen], axis=1)
+            err = np.vstack([mean - np.nanmin(y[seen], axis=1), np.nanmax(y[seen], axis=1) - mean])
+            ax.errorbar(K[seen], mean, yerr=err, marker="o" if stage == "ov" else "s", ms=3, capsize=2,
+                        gid=f"{rate}_{stage}", label=f"{name}, {int(n)} sentences")
+    ax.set_xlabel("K = |V| (vocabulary size, d = K)", fontsize=FONTSIZE)
+    ax.set_ylabel(NTP_RATES[rate], fontsize=FONTSIZE)
+    ax.tick_params(labelsize=FONTSIZE - 1)
+    ax.legend(fontsize=FONTSIZE - 2)
+    return ax
+
+
+def ntp_rates_figure(ds):
+    """ntp_order sweep: the three fitted rates of both stages against K, one panel each; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.2), constrained_layout=True)
+    settings = json.loads(ds.attrs.get("settings", "{}"))
+    for ax, rate in zip(axes, NTP_RATES):
+        ntp_rate_vs_vocab(ds, rate, ax=ax)
+    fig.suptitle(f"ntp_order (reconstruction): fitted rates against K, {ds.sizes['seed']} seed(s), "
+                 f"{settings.get('steps1')} + {settings.get('steps2')} iterations", fontsize=FONTSIZE)
+    return fig

@@ -30,7 +30,7 @@ def write_run(out: Path, traj, result, *, stem: str = "", figures: bool = True) 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from flowlab.engine.io import atomic_write_bytes, atomic_write_text, save_figure, to_json
+    from flowlab.engine.io import atomic_write_bytes, atomic_write_text, save_figures, to_json
     from flowlab.plots import cooccurrence as plots
     from flowlab.systems.cooccurrence.claims import subsample
 
@@ -42,7 +42,7 @@ def write_run(out: Path, traj, result, *, stem: str = "", figures: bool = True) 
     files.append(str(atomic_write_bytes(out / f"{stem}trajectory.npz", buf.getvalue())))
     for name, draw in (("figure1", plots.figure1), ("balancing", plots.balancing)) if figures else ():
         fig = np.atleast_1d(draw(small, T1=result.T1))[0].figure
-        files += [str(save_figure(fig, out / f"{stem}{name}.{ext}")) for ext in ("png", "pdf")]
+        files += [str(path) for path in save_figures(fig, out / f"{stem}{name}")]
         plt.close(fig)
     return files
 
@@ -56,14 +56,14 @@ def write_scaling_figure(out: Path, payload: dict, stem: str = "scaling") -> lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowlab.engine.io import save_figure
+    from flowlab.engine.io import save_figures
     from flowlab.plots import cooccurrence as plots
 
     found = [(m, t) for m, t in zip(payload["m"], payload["T1"]) if t is not None and t > 0]
     b = payload.get("intercept")
     ax = plots.scaling([m for m, _ in found], [t for _, t in found], exponent=payload.get("alpha"),
                        prefactor=None if b is None else math.exp(b))
-    files = [str(save_figure(ax.figure, Path(out) / f"{stem}.{ext}")) for ext in ("png", "pdf")]
+    files = [str(path) for path in save_figures(ax.figure, Path(out) / stem)]
     plt.close(ax.figure)
     return files
 

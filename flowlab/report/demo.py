@@ -58,6 +58,12 @@ def run_demo(out="flowlab-demo", *, quiet: bool = False, fast: bool = False, par
     return summary
 
 
+def _listed(section: dict, files: list) -> dict:
+    """``section`` after adding the files it lists to ``files``."""
+    files.extend(section["files"])
+    return section
+
+
 def _earlier_demo(folder: Path) -> bool:
     """True when ``folder`` holds only what an earlier demo listed in its summary.json (it may be replaced)."""
     import json
@@ -79,6 +85,7 @@ def _run_demo(out: Path, *, quiet: bool, fast: bool, parallel: bool | None = Non
 
     from flowlab.report import cooccurrence as cooccurrence_report
     from flowlab.report import ntp_order as ntp_order_report
+    from flowlab.report import sweep as sweep_report
     from flowlab.report.markov import MarkovSections
 
     start = time.perf_counter()
@@ -107,6 +114,7 @@ def _run_demo(out: Path, *, quiet: bool, fast: bool, parallel: bool | None = Non
         "flows": ("flows", markov.flows),
         "figures": (None, markov.figures),
         "attention (ewa)": ("ewa", markov.attention),
+        "sweep": ("sweep", lambda: _listed(sweep_report.section(out, fast=fast, quiet=quiet), files)),
         "training (figure 4)": ("training", lambda: markov.training(
             None if background is None else background.result(quiet)["transformer"])),
         "co-occurrence": ("cooccurrence", other_system("cooccurrence", cooccurrence_report)),  # MODELS.md section 6
@@ -260,6 +268,7 @@ def _report(summary: dict) -> str:
     from flowlab.report import cooccurrence as cooccurrence_report
     from flowlab.report import markov
     from flowlab.report import ntp_order as ntp_order_report
+    from flowlab.report import sweep as sweep_report
 
     lines = [
         "# flowlab demo report",
@@ -272,6 +281,7 @@ def _report(summary: dict) -> str:
         + (" **Fast mode**: coarse grids and few samples." if summary.get("fast") else ""),
         "",
         *markov.report_lines(summary),
+        *sweep_report.report_lines(summary["sweep"]),
         *cooccurrence_report.report_lines(summary["cooccurrence"]),
         *ntp_order_report.report_lines(summary["ntp_order"]),
         "",

@@ -43,7 +43,9 @@ FIGURE4_SEEDS = (0, 1, 2)
 #: Std of the mean loss of one sequence (N = 32) at Figure 4's chain, at the bigram level (0.030 at the unigram
 #: level; Monte Carlo over 20 000 sequences): the validation curve's standard error is this / sqrt(val_sequences).
 SEQUENCE_LOSS_STD = 0.057
-DEMO_TRANSFORMER = {"val_sequences": 1024, "log_every": 50}
+#: The final loss on 8192 held-out sequences (standard error <= 0.057 / sqrt(8192) = 0.0006 nats, against a gap of
+#: 0.047 nats between the two levels at Figure 4's chain): a quarter of the default's evaluation time.
+DEMO_TRANSFORMER = {"val_sequences": 1024, "log_every": 50, "eval_sequences": 2**13}
 
 
 def compile_pdf(tex: str, out_pdf: Path) -> bool:
@@ -65,13 +67,9 @@ def compile_pdf(tex: str, out_pdf: Path) -> bool:
 
 def save_figures(fig, base: Path) -> list[str]:
     """Save ``fig`` as ``base``.png and ``base``.pdf; returns the two file names."""
-    from flowlab.engine.io import save_figure
+    from flowlab.engine.io import save_figures as save
 
-    names = []
-    for ext in ("png", "pdf"):
-        save_figure(fig, base.with_suffix("." + ext))
-        names.append(base.with_suffix("." + ext).name)
-    return names
+    return [path.name for path in save(fig, base)]
 
 
 def guideline_point() -> dict:

@@ -29,7 +29,7 @@ def write_run_files(result, folder: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowlab.engine.io import atomic_write_bytes, save_figure
+    from flowlab.engine.io import atomic_write_bytes, save_figures
     from flowlab.plots import ntp_order as plots
 
     folder = Path(folder)
@@ -43,10 +43,7 @@ def write_run_files(result, folder: Path) -> list[str]:
     atomic_write_bytes(folder / "traces.npz", buf.getvalue())
     names.append("traces.npz")
     for name, fig in (("figure2", plots.figure2(result)[0, 0].figure), ("order", plots.partial_order(result).figure)):
-        for ext in ("png", "pdf"):
-            save_figure(fig, folder / f"{name}.{ext}", dpi=150)
-            fig.set_layout_engine("none")  # the layout found for the PNG serves the PDF too
-            names.append(f"{name}.{ext}")
+        names += [path.name for path in save_figures(fig, folder / name, dpi=150)]
         plt.close(fig)
     return names
 

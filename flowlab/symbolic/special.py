@@ -4,7 +4,8 @@ The derivation writes losses with these functions so that one ``lambdify`` turns
 log-domain NumPy code: finite for logit gaps |D| far beyond 10^3, with no overflow warnings.
 Each class knows its exact derivative (``fdiff``), its closed form (``closed_form``) and its
 LaTeX; ``NUMPY_IMPLEMENTATIONS`` maps the class names to the stable NumPy functions, which live in
-:mod:`flowlab.symbolic.twins` (importable without SymPy, for code loaded from the on-disk cache).
+:mod:`flowlab.symbolic.twins` (importable without SymPy, for code loaded from the on-disk cache), as does
+the fast profiled sigmoid :func:`~flowlab.symbolic.twins.profiled_sigmoid1` (re-exported here).
 
 zeta0 (:class:`profiled_logit0`), :func:`stationary_law` and :func:`bias_quadratic` are named after the
 Markov system's profiled bias but are plain functions of (D, p, q) that import no system; they stay
@@ -14,10 +15,14 @@ stable NumPy twin in one mapping.
 
 from __future__ import annotations
 
-import numpy as np
 import sympy as sp
 
-from flowlab.symbolic.twins import NUMPY_IMPLEMENTATIONS, stationary_law  # noqa: F401 (re-exported)
+from flowlab.symbolic.twins import (  # noqa: F401 (re-exported)
+    NUMPY_IMPLEMENTATIONS,
+    PROFILED_FAST_RANGE,
+    profiled_sigmoid1,
+    stationary_law,
+)
 
 
 class softplus(sp.Function):
@@ -96,53 +101,6 @@ class profiled_logit0(sp.Function):
     def _latex(self, printer, exp=None):
         tex = r"\zeta_{0}\left(%s\right)" % printer._print(self.args[0])
         return tex if exp is None else r"%s^{%s}" % (tex, exp)
-
-
-#: |D| up to which :func:`profiled_sigmoid1` is used: e^-|D| stays a normal float (no 0/0 at p = q), and it
-#: equals the log-domain form to a few ulps (tests/test_speed_paths.py checks |D| <= 10^3 with the
-#: log-domain form beyond).
-PROFILED_FAST_RANGE = 700.0
-
-
-def profiled_sigmoid1(D, p, q):
-    """sigma(zeta0(D) + D), the optimal-bias probability of token 1 after token 1, from the bias quadratic.
-
-    v = e^(zeta0 + D) is the positive root of pi0 v^2 + beta v - pi1 e^D = 0, beta = pi0 - pi1 (the
-    quadratic of :func:`bias_quadratic` with u = v e^-D). With A = e^min(D, 0) and F = e^-max(D, 0)
-    (both <= 1: nothing overflows; A F = e^-|D|), c = 4 pi0 pi1 and R = sqrt(beta^2 F^2 + c A F),
-    both signs of D give sigma = v / (1 + v) = 2 pi1 A / (R + beta F + 2 pi1 A); for beta < 0 the sum
-    R + beta F cancels and is rationalised to c A F / (R - beta F). Two exps of non-positive numbers,
-    one sqrt, no branch on the data (the sign of beta is one number per chain). Equal to the
-    log-domain ``expit(D + zeta0)`` to a few ulps for |D| <= :data:`PROFILED_FAST_RANGE`.
-    """
-    D = np.asarray(D, dtype=np.float64)
-    pi0, pi1 = stationary_law(float(p), float(q))
-    beta, c = pi0 - pi1, 4.0 * pi0 * pi1
-    A = np.minimum(D, 0.0)
-    np.exp(A, out=A)
-    F = np.maximum(D, 0.0)
-    np.negative(F, out=F)
-    np.exp(F, out=F)
-    R = F * F  # in place from here: each line one pass, no temporaries
-    R *= beta * beta
-    AF = A * F
-    AF *= c
-    R += AF
-    np.sqrt(R, out=R)
-    bF = F
-    bF *= beta
-    if beta >= 0:
-        A *= 2.0 * pi1  # num = 2 pi1 A
-        R += bF
-        R += A
-        A /= R
-        return A
-    R -= bF  # R - beta F
-    R *= 2.0 * pi1  # num
-    AF /= A  # c F (A > 0 for |D| <= 745)
-    AF += R
-    R /= AF
-    return R
 
 
 def closed_forms(expr):

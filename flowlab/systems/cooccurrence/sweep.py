@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from flowlab.engine.checks import FlowlabInputError, integer
-from flowlab.engine.sweep import SweepDefinition, Variable
+from flowlab.engine.sweep import SweepDefinition, Variable, integer_axis
 
 STATUS = {"pending": -1, "ok": 0, "no_T1": 1}
 VARIABLES = (
@@ -47,23 +47,21 @@ def cell(state, coords: dict, index: int, settings: dict) -> dict:
 
 def definition(m, L, seed, *, n: int = 60, d: int = 64, m1: int = 256, init: str = "paper",
                tile=None) -> SweepDefinition:
-    """The sweep over widths ``m`` x sequence lengths ``L`` x seeds ``seed`` (sequences of integers)."""
-    coords = {"m": _ints(m, "m", 1), "L": _ints(L, "L", 2), "seed": _ints(seed, "seed", 0)}
+    """The sweep over widths ``m`` x sequence lengths ``L`` x seeds ``seed`` (sequences of integers), each
+    checked up front (the limits of :func:`~.data.training_set` and of the Gram flow)."""
+    from .data import MAX_L, _check_sizes
+    from .gram import MAX_D, MAX_WIDTH
+
+    coords = {"m": integer_axis(m, "m", 1, MAX_WIDTH), "L": integer_axis(L, "L", 3, MAX_L),
+              "seed": integer_axis(seed, "seed", 0, 2**32 - 1)}
     if init not in ("paper", "kaiming"):
         raise FlowlabInputError(f"unknown init {init!r}; choose paper or kaiming")
-    settings = {"n": integer(n, "n", 6), "d": integer(d, "d", 1), "m1": integer(m1, "m1", 1), "init": init}
+    settings = {"n": integer(n, "n", 6), "d": integer(d, "d", 4, MAX_D), "m1": integer(m1, "m1", 1, MAX_WIDTH),
+                "init": init}
+    for length in coords["L"]:
+        _check_sizes(settings["n"], int(length), settings["d"], 0)
     per_cell = 0.5 + 1e-3 * float(np.max(coords["m"])) ** 0.5 * settings["n"]
     return SweepDefinition(system="cooccurrence", dims=("m", "L", "seed"), coords=coords, variables=VARIABLES,
                            settings=settings, cell=cell, setup=setup, seconds_per_cell=per_cell,
                            tile=tile or (1, 1, 4))
 
-
-def _ints(values, name: str, minimum: int) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-        raise FlowlabInputError(f"{name} must be a non-empty list of integers, got {values!r}")
-    for v in arr:
-        integer(int(v), name, minimum)
-    if len(np.unique(arr)) != arr.size:
-        raise FlowlabInputError(f"{name} values must be distinct")
-    return arr

@@ -20,8 +20,9 @@ instant, and serves as the cross-check of the flow method.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +43,11 @@ from flowlab.engine.basins import basin_grid as flow_grid
 from flowlab.engine.basins import gaussian_basin as flow_gaussian
 from flowlab.engine.checks import FlowlabInputError, real_number
 from flowlab.systems.markov.chain import MarkovChain
-from flowlab.systems.markov.models import Model
-from flowlab.systems.markov.numeric import NumericModel
+from flowlab.systems.markov.numeric import ModelSpec, NumericModel, compile_spec, make_box, spec_facts
 from flowlab.systems.markov.system import MarkovSystem
+
+if TYPE_CHECKING:
+    from flowlab.systems.markov.models import Model
 
 METHODS = ("flow", "invariant")
 #: Energy margin around the separatrix excluded from agreement statistics (the issue's 0.02).
@@ -53,9 +56,10 @@ SEPARATRIX_BAND = 0.02
 
 @dataclass(frozen=True)
 class MarkovBasinGrid(BasinGrid):
-    """A :class:`~flowlab.engine.basins.BasinGrid` that also carries its model and chain (for plots)."""
+    """A :class:`~flowlab.engine.basins.BasinGrid` that also carries its model (as given: a Model or a ModelSpec)
+    and chain (for plots)."""
 
-    model: Model | None = None
+    model: Model | ModelSpec | None = None
     chain: MarkovChain | None = None
 
 
@@ -69,13 +73,30 @@ def _critical_sets(model: Model, chain: MarkovChain, box: tuple, method: str, sa
 def shared_critical_sets(model: Model, chain: MarkovChain, box=None, *, method: str = "auto", samples: int = 64):
     """:func:`flowlab.systems.markov.critical.critical_sets` computed once per (model, chain, box, method,
     samples) in a process and shared by every analysis (the result is frozen; an error is not cached)."""
-    from flowlab.systems.markov.critical import make_box
-
     return _critical_sets(model, chain, tuple(sorted(make_box(model, box).items())), method, samples)
 
 
-def box_sets(model: Model, chain: MarkovChain, box=None, crit=None) -> BoxSets:
-    """The critical sets in the box, for display only (the labels rely on the box-independent reference)."""
+def _named(model: Model | ModelSpec):
+    """``model``, or the compiled model of a spec: its ``name``, ``params`` and ``bias`` without SymPy when warm."""
+    return compile_spec(model) if isinstance(model, ModelSpec) else model
+
+
+def box_sets(model: Model | ModelSpec, chain: MarkovChain, box=None, crit=None) -> BoxSets:
+    """The critical sets in the box, for display only (the labels rely on the box-independent reference); for a
+    :class:`ModelSpec` through the on-disk cache (:func:`~flowlab.systems.markov.numeric.spec_facts`)."""
+    if isinstance(model, ModelSpec) and crit is None:
+        def valid(facts) -> bool:
+            return (isinstance(facts, dict) and set(facts) == {f.name for f in fields(BoxSets)}
+                    and isinstance(facts["complete"], bool) and all(isinstance(p, list) for p in facts["saddle_points"]))
+
+        box = sorted(make_box(_named(model), box).items())
+        facts = spec_facts("markov-box-sets", model, {"p": chain.p, "q": chain.q, "box": box},
+                           lambda: asdict(box_sets(model.build(), chain, dict(box))), valid)
+        return BoxSets(global_min=tuple(facts["global_min"]), local_min=tuple(facts["local_min"]),
+                       saddle_points=tuple(tuple(p) for p in facts["saddle_points"]), complete=facts["complete"],
+                       outside_box=tuple(facts["outside_box"]))
+    if isinstance(model, ModelSpec):
+        model = model.build()
     if crit is None:  # the symbolic sets when they apply, without the numeric cross-check `flowlab critical` runs
         try:
             crit = shared_critical_sets(model, chain, box, samples=8, method="symbolic")
@@ -98,9 +119,22 @@ def _require_method(method: str) -> None:
 
 
 # -------------------------------------------------------------------------- invariant path
-def unigram_saddle(model: Model) -> np.ndarray:
+def unigram_saddle(model: Model | ModelSpec) -> np.ndarray:
     """The point of the unigram line e = 0 where its normal curvature changes sign, from the symbolic
-    structure of the whole plane (not from a box): (0, -1/sqrt(2)) for ``ew``."""
+    structure of the whole plane (not from a box): (0, -1/sqrt(2)) for ``ew``. For a :class:`ModelSpec` through
+    the on-disk cache (:func:`~flowlab.systems.markov.numeric.spec_facts`)."""
+    if isinstance(model, ModelSpec):
+        def saddle_or_error():
+            try:
+                return {"saddle": unigram_saddle(model.build()).tolist()}
+            except FlowlabInputError as exc:
+                return {"error": str(exc)}
+
+        facts = spec_facts("markov-unigram-saddle", model, {}, saddle_or_error,
+                           lambda f: isinstance(f.get("saddle", f.get("error")), (list, str)))
+        if "error" in facts:
+            raise FlowlabInputError(facts["error"])
+        return np.array(facts["saddle"], dtype=np.float64)
     from flowlab.systems.markov.critical_symbolic import critical_structure
 
     st = critical_structure(model)
@@ -119,12 +153,12 @@ def unigram_saddle(model: Model) -> np.ndarray:
 
 def invariant_labels(nm: NumericModel, points) -> np.ndarray:
     """Labels of ``ew``-type models from the conserved E (exact; see the module docstring)."""
-    if "E" not in nm.invariant_names or nm.model.bias != "profiled" or list(nm.params) != ["e", "w"]:
+    if "E" not in nm.invariant_names or nm.compiled.bias != "profiled" or list(nm.params) != ["e", "w"]:
         raise FlowlabInputError(
             f"the invariant method needs a profiled (e, w) model with the conserved energy E (model ew); "
-            f"{nm.model.name!r} does not qualify: use --method flow"
+            f"{nm.name!r} does not qualify: use --method flow"
         )
-    saddle = unigram_saddle(nm.model)
+    saddle = unigram_saddle(nm.spec or nm.model)
     pts = np.asarray(points, dtype=np.float64)
     e, w = pts[:, 0], pts[:, 1]
     e_sep = float(nm.invariants(saddle)["E"])
@@ -164,7 +198,7 @@ def _cross_check(nm, points, labels) -> dict | None:
     except FlowlabInputError:
         return None
     both = (labels != UNDETERMINED) & (exact != UNDETERMINED)
-    saddle = unigram_saddle(nm.model)
+    saddle = unigram_saddle(nm.spec or nm.model)
     e_sep = float(nm.invariants(saddle)["E"])
     with np.errstate(all="ignore"):
         far = np.abs(nm.invariants(points)["E"] - e_sep) > SEPARATRIX_BAND
@@ -183,7 +217,7 @@ def _cross_check(nm, points, labels) -> dict | None:
     }
 
 
-def _context_system(model: Model, chain: MarkovChain, context: int | None, method: str) -> MarkovSystem:
+def _context_system(model: Model | ModelSpec, chain: MarkovChain, context: int | None, method: str) -> MarkovSystem:
     """The system whose flow is labelled: the long-context loss, or with ``context=N`` the exact finite-context
     loss over positions 1..N. Its reference is then H and the unigram level with ``complete=False``, so a label
     1 needs the end point itself (reached), never the long-context proof; the critical sets shown and the
@@ -198,7 +232,7 @@ def _context_system(model: Model, chain: MarkovChain, context: int | None, metho
 
 # ------------------------------------------------------------------------------ the grid
 def basin_grid(
-    model: Model,
+    model: Model | ModelSpec,
     chain: MarkovChain,
     ranges=None,
     grid: int = 128,
@@ -228,14 +262,13 @@ def basin_grid(
     >>> g.label.shape, g.counts()["undetermined"] <= 2
     ((16, 16), True)
     """
-    from flowlab.systems.markov.critical import make_box
-
     _require_method(method)
+    named = _named(model)
     settings = settings or FlowSettings()
     max_seconds = real_number(max_seconds, "max_seconds")
-    fixed, full = dict(fixed or {}), make_box(model, ranges)
+    fixed, full = dict(fixed or {}), make_box(named, ranges)
     box = {k: v for k, v in full.items() if k not in fixed or k in (ranges or {})}
-    axes = grid_axes(model.params, box, grid, fixed, what=repr(model.name))
+    axes = grid_axes(named.params, box, grid, fixed, what=repr(named.name))
     t0 = time.perf_counter()
     if chain.degenerate:
         raise FlowlabInputError(
@@ -243,7 +276,7 @@ def basin_grid(
             "initialisation trivially reaches a global minimum; basins are not defined"
         )
     if method == "flow":
-        _require_resolvable_flow(model, chain)
+        _require_resolvable_flow(named, chain)
     system = _context_system(model, chain, context, method)
     # the critical sets are searched in the full box (long context only: display, never used by the labels)
     sets = box_sets(model, chain, full, crit) if context is None else BoxSets()
@@ -254,13 +287,13 @@ def basin_grid(
         t1 = time.perf_counter()
         labels = invariant_labels(system.numeric, grid_points(axes))
         phases["labels"] = time.perf_counter() - t1
-        result = BasinGrid(system=system.describe(), params=model.params, axes=axes,
+        result = BasinGrid(system=system.describe(), params=named.params, axes=axes,
                            label=labels.reshape([v.size for v in axes.values()]), method=method, reference=ref,
                            settings={"grid": grid, "fixed": {k: float(v[0]) for k, v in axes.items() if v.size == 1}},
                            seconds=0.0, sets=sets)
     else:
         result = flow_grid(system, box, grid, fixed=fixed, reference=ref, settings=settings, max_seconds=max_seconds,
-                           quiet=quiet, sets=sets, desc=f"basins {model.name}")
+                           quiet=quiet, sets=sets, desc=f"basins {named.name}")
         phases.update(result.seconds_by_phase)
         if cross_check:
             t1 = time.perf_counter()
@@ -273,7 +306,7 @@ def basin_grid(
 
 # ------------------------------------------------------------------------ random starts
 def gaussian_basin(
-    model: Model,
+    model: Model | ModelSpec,
     chain: MarkovChain,
     sigma: float,
     samples: int = 1000,
@@ -294,26 +327,27 @@ def gaussian_basin(
     """
     from flowlab.engine.basins import gaussian_starts
 
-    sigma, samples = check_gaussian(sigma, samples, len(model.params))
+    named = _named(model)
+    sigma, samples = check_gaussian(sigma, samples, len(named.params))
     max_seconds = real_number(max_seconds, "max_seconds")
     _require_method(method)
     chain.require_nondegenerate("which minimum a random initialisation reaches")
     if method == "flow":
-        _require_resolvable_flow(model, chain)
+        _require_resolvable_flow(named, chain)
     t0 = time.perf_counter()
     half = max(3.0, 6 * sigma)
     system = _context_system(model, chain, context, method)
-    sets = box_sets(model, chain, {k: (-half, half) for k in model.params}) if context is None else BoxSets()
+    sets = box_sets(model, chain, {k: (-half, half) for k in named.params}) if context is None else BoxSets()
     ref = system.reference()
     phases = {"critical_sets": time.perf_counter() - t0}
     if method == "invariant":
-        labels = invariant_labels(system.numeric, gaussian_starts(sigma, samples, seed, len(model.params)))
-        result = GaussianBasin.from_labels(labels, system=system.describe(), params=model.params, sigma=sigma,
+        labels = invariant_labels(system.numeric, gaussian_starts(sigma, samples, seed, len(named.params)))
+        result = GaussianBasin.from_labels(labels, system=system.describe(), params=named.params, sigma=sigma,
                                            samples=samples, seed=seed, method=method, reference=ref, seconds=0.0,
                                            sets=sets)
         phases["labels"] = time.perf_counter() - t0 - phases["critical_sets"]
     else:
         result = flow_gaussian(system, sigma, samples, seed, reference=ref, settings=settings or FlowSettings(),
-                               max_seconds=max_seconds, quiet=quiet, sets=sets, desc=f"gaussian {model.name}")
+                               max_seconds=max_seconds, quiet=quiet, sets=sets, desc=f"gaussian {named.name}")
         phases.update(result.seconds_by_phase)
     return replace(result, seconds=time.perf_counter() - t0, seconds_by_phase=phases)

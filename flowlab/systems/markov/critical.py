@@ -29,19 +29,17 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from flowlab.engine.checks import FlowlabInputError, integer, real_number
+from flowlab.engine.checks import FlowlabInputError, integer
 from flowlab.engine.critical import ISOLATED_RADIUS
 from flowlab.symbolic.compile import compile_expression
 from flowlab.systems.markov.chain import NEAR_DEGENERATE_GAP, MarkovChain
 from flowlab.systems.markov.models import Model
-from flowlab.systems.markov.numeric import NumericModel
+from flowlab.systems.markov.numeric import DEFAULT_HALF_WIDTH, NumericModel, make_box  # noqa: F401 (re-exported)
 from flowlab.systems.markov.symbols import P as P_SYM
 from flowlab.systems.markov.symbols import Q as Q_SYM
 
 KINDS = ("global_min", "local_min", "local_max", "saddle", "degenerate")
 METHODS = ("auto", "symbolic", "numeric")
-#: Default half-width of the box in every coordinate.
-DEFAULT_HALF_WIDTH = 3.0
 #: Tolerances: membership of a numeric point in a symbolic set; loss equal to H on a degenerate
 #: chain (otherwise the chain's gap-scaled :attr:`~flowlab.systems.markov.chain.MarkovChain.loss_tolerance`).
 MEMBER_TOL = 1e-5
@@ -136,25 +134,7 @@ class CriticalResult:
         }
 
 
-# ------------------------------------------------------------------------------ the box
-def make_box(model: Model, box=None) -> dict[str, tuple[float, float]]:
-    """A box {name: (lo, hi)} for every parameter; unspecified ones get (-3, 3)."""
-    box = dict(box or {})
-    unknown = [k for k in box if k not in model.params]
-    if unknown:
-        raise FlowlabInputError(
-            f"box names unknown parameters {unknown}; model {model.name!r} has {list(model.params)}"
-        )
-    out = {}
-    for name in model.params:
-        lo, hi = box.get(name, (-DEFAULT_HALF_WIDTH, DEFAULT_HALF_WIDTH))
-        lo, hi = real_number(lo, f"box lower bound of {name}"), real_number(hi, f"box upper bound of {name}")
-        if not lo < hi:
-            raise FlowlabInputError(f"box of {name} must have lo < hi, got {lo}:{hi}")
-        out[name] = (lo, hi)
-    return out
-
-
+# ------------------------------------------------------------------------------ the box (make_box: numeric.py)
 def _bounds(box, params):
     return np.array([box[n][0] for n in params]), np.array([box[n][1] for n in params])
 

@@ -12,6 +12,7 @@ saddle-type end point, or a nearly degenerate chain whose losses cannot tell the
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from flowlab.engine.trajectory import (  # noqa: F401  (re-exported: the flow's options and result type)
     MAX_SECONDS,
@@ -23,20 +24,24 @@ from flowlab.engine.trajectory import (  # noqa: F401  (re-exported: the flow's 
 )
 from flowlab.engine.trajectory import gradient_flow as engine_flow
 from flowlab.systems.markov.chain import MarkovChain
-from flowlab.systems.markov.models import Model
+from flowlab.systems.markov.numeric import ModelSpec
 from flowlab.systems.markov.system import MarkovSystem
+
+if TYPE_CHECKING:
+    from flowlab.systems.markov.models import Model
 
 
 @dataclass(frozen=True)
 class MarkovFlowResult(FlowResult):
-    """A :class:`~flowlab.engine.trajectory.FlowResult` that also keeps the model and the chain (for figures)."""
+    """A :class:`~flowlab.engine.trajectory.FlowResult` that also keeps the model and the chain (for figures;
+    the model as given: a :class:`~flowlab.systems.markov.numeric.ModelSpec` when the flow was given one)."""
 
-    model: Model | None = None
+    model: Model | ModelSpec | None = None
     chain: MarkovChain | None = None
 
 
 def gradient_flow(
-    model: Model,
+    model: Model | ModelSpec,
     chain: MarkovChain,
     theta0,
     *,
@@ -51,7 +56,9 @@ def gradient_flow(
     finite-context loss over positions 1..N (:class:`flowlab.systems.markov.context.ContextModel`)
     instead of the long-context limit. Raises :class:`FlowlabInputError` for p + q = 1 unless
     ``allow_degenerate`` (the verdict global/unigram is then vacuous and the result says so), for
-    bad options, and when the loss or the gradient is not finite at ``theta0``.
+    bad options, and when the loss or the gradient is not finite at ``theta0``. A
+    :class:`~flowlab.systems.markov.numeric.ModelSpec` (what the command line names) is compiled from the
+    on-disk cache when it is there: a warm ``flowlab flow`` imports no SymPy.
     """
     if not allow_degenerate:
         chain.require_nondegenerate("which critical set a flow reaches")

@@ -4,6 +4,10 @@ Compiled through the single call site :func:`flowlab.symbolic.compile.compile_ex
 p and q are arguments of the compiled functions, so a model is compiled once per process
 and bound to any chain cheaply; across processes the compiled code comes from the on-disk cache
 (:mod:`flowlab.symbolic.cache`), so that a warm ``flowlab eval`` (a :class:`ModelSpec`) imports no SymPy.
+The same holds for ``flowlab flow`` and ``flowlab basins``: the fused profiled gradient is compiled with the
+model (:attr:`CompiledModel.fused_gradient`), and what they need from SymPy beyond compiled code (the
+box-independent levels, the critical sets in a box, the saddle of ``ew``) is kept as JSON data per spec
+(:func:`spec_facts`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from flowlab.engine.checks import (
     FlowlabInputError,
     finite_array,
     format_point,
+    real_number,
     require_finite,
 )
 from flowlab.engine.io import json_float
@@ -33,7 +38,9 @@ if TYPE_CHECKING:
     from flowlab.systems.markov.models import Model
 
 #: The compiled functions of a model, in the order of :class:`CompiledModel`'s fields.
-FUNCTIONS = ("loss", "gradient", "hessian", "gap", "invariants", "ell", "optimal_bias")
+FUNCTIONS = ("loss", "gradient", "hessian", "gap", "invariants", "ell", "optimal_bias", "fused_gradient")
+#: The compiled functions that are None for some models (free bias; a gradient not fused).
+OPTIONAL = ("optimal_bias", "fused_gradient")
 #: Entry kind of a compiled model in the on-disk cache, and the source folders its key covers.
 CACHE_KIND = "markov-model"
 CACHE_SOURCES = (str(Path(__file__).parent),)
@@ -55,6 +62,9 @@ class CompiledModel:
     invariant_names: tuple[str, ...]
     ell: Callable  # ell(D, p, q), ell'(D, p, q): the 1-D profiled loss
     optimal_bias: Callable | None  # b*(theta) for a profiled model
+    #: the gradient of a profiled model with sigma(zeta0(D) + D) as a last argument S: a function of
+    #: (theta..., p, q, S) (:func:`_fused_gradient`); None for a free bias or when zeta0 appears otherwise
+    fused_gradient: Callable | None
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,35 @@ def _compile(model: Model) -> CompiledModel:
         invariant_names=tuple(name for name, _ in model.invariants),
         ell=compile_exprs([GAP, P, Q], [ELL, ELL_PRIME]),
         optimal_bias=compile_exprs(args, [d.optimal_bias]) if d.profiled else None,
+        fused_gradient=_fused_gradient(d) if d.profiled else None,
     )
+
+
+def _fused_gradient(d) -> Callable | None:
+    """The derived gradient with sigma(D + zeta0(D)) as an argument S: a function of (theta..., p, q, S).
+
+    None when the gradient uses zeta0 other than through that sigmoid (then only the log-domain path
+    applies). The code is the derivation's own expression, so only sigma itself is computed otherwise
+    (:func:`flowlab.symbolic.twins.profiled_sigmoid1`, by :class:`~flowlab.systems.markov.system.MarkovSystem`).
+    """
+    import sympy as sp
+
+    from flowlab.symbolic.compile import compile_exprs
+    from flowlab.symbolic.special import profiled_logit0, sigmoid
+    from flowlab.systems.markov.derivation import P, Q
+
+    S = sp.Dummy("S")
+
+    def fused(e):
+        if not isinstance(e, sigmoid) or not isinstance(e.args[0], sp.Add):
+            return False
+        zetas = [a for a in e.args[0].args if isinstance(a, profiled_logit0)]
+        return len(zetas) == 1 and sp.expand(e.args[0] - zetas[0] - zetas[0].args[0]) == 0
+
+    grad = [g.replace(fused, lambda e: S) for g in d.gradient]
+    if any(g.has(profiled_logit0) for g in grad):
+        return None
+    return compile_exprs([*d.params, P, Q, S], grad)
 
 
 def _store(identity: str, compiled: CompiledModel) -> None:
@@ -123,7 +161,7 @@ def _load(identity: str) -> CompiledModel | None:
         return None
     try:
         records = payload["functions"]
-        functions = {f: None if f == "optimal_bias" and records[f] is None else disk_cache.load_function(records[f])
+        functions = {f: None if f in OPTIONAL and records[f] is None else disk_cache.load_function(records[f])
                      for f in FUNCTIONS}
         strings = [payload["name"], payload["bias"], *payload["params"], *payload["invariant_names"]]
         if not all(isinstance(x, str) for x in strings):
@@ -166,6 +204,53 @@ def compile_spec(spec: ModelSpec) -> CompiledModel:
     return compiled
 
 
+def spec_facts(kind: str, spec: ModelSpec, args: dict, derive: Callable[[], object], valid: Callable[[object], bool]):
+    """JSON data derived with SymPy from ``spec``'s model for ``args`` (a chain, a box), kept in the on-disk cache.
+
+    ``derive()`` runs on a miss (it builds the model: SymPy); its result goes through JSON both ways, so a
+    warm process (no SymPy) and a cold one get the very same data (floats round-trip exactly; tuples become
+    lists). A result that JSON cannot hold (NaN, inf) is returned as derived and not stored. A stored entry that
+    ``valid`` refuses (a damaged or foreign layout) is derived again. ``kind`` names the entry (lower-case letters
+    and dashes)."""
+    identity = json.dumps({"spec": spec.identity(), "args": args}, sort_keys=True)
+    stored = disk_cache.get(kind, identity, CACHE_SOURCES)
+    try:
+        if stored is not None and valid(stored):
+            return stored
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass
+    derived = derive()
+    try:
+        derived = json.loads(json.dumps(derived, allow_nan=False, sort_keys=True))  # as the cache stores it
+    except (TypeError, ValueError):
+        return derived
+    disk_cache.put(kind, identity, derived, CACHE_SOURCES)
+    return derived
+
+
+#: Half-width of the default box of every parameter.
+DEFAULT_HALF_WIDTH = 3.0
+
+
+def make_box(model, box=None) -> dict[str, tuple[float, float]]:
+    """A box {name: (lo, hi)} for every parameter of ``model`` (anything with ``name`` and ``params``: a Model,
+    a NumericModel, a CompiledModel); unspecified ones get (-3, 3)."""
+    box = dict(box or {})
+    unknown = [k for k in box if k not in model.params]
+    if unknown:
+        raise FlowlabInputError(
+            f"box names unknown parameters {unknown}; model {model.name!r} has {list(model.params)}"
+        )
+    out = {}
+    for name in model.params:
+        lo, hi = box.get(name, (-DEFAULT_HALF_WIDTH, DEFAULT_HALF_WIDTH))
+        lo, hi = real_number(lo, f"box lower bound of {name}"), real_number(hi, f"box upper bound of {name}")
+        if not lo < hi:
+            raise FlowlabInputError(f"box of {name} must have lo < hi, got {lo}:{hi}")
+        out[name] = (lo, hi)
+    return out
+
+
 class NumericModel:
     """A compiled model bound to a chain; every method is vectorised over leading axes.
 
@@ -185,6 +270,11 @@ class NumericModel:
         self.compiled = compile_spec(spec) if spec else compile_model(model)
         self.params = self.compiled.params
         self.name = self.compiled.name
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The command-line spec this was made from (None when made from a :class:`Model`)."""
+        return self._spec
 
     @property
     def model(self) -> Model:

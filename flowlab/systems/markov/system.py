@@ -17,16 +17,19 @@ ignores the current token.
 from __future__ import annotations
 
 import math
-import sys
-from functools import cache
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from flowlab.engine.checks import UNDEFINED_HINT, FlowlabInputError, finite_array
 from flowlab.engine.system import Reference, SystemBase, difference_hessian
 from flowlab.systems.markov.chain import NEAR_DEGENERATE_GAP, MarkovChain, gap_tolerance
-from flowlab.systems.markov.models import Model
-from flowlab.systems.markov.numeric import NumericModel
+from flowlab.systems.markov.defaults import PRESET_NAMES
+from flowlab.systems.markov.numeric import ModelSpec, NumericModel, spec_facts
+
+if TYPE_CHECKING:
+    from flowlab.systems.markov.models import Model
 
 #: Gap values |D0 - D*| below this (relative) are the global level, not a non-global one.
 _SAME_GAP = 1e-12
@@ -64,39 +67,11 @@ def box_independent_levels(model: Model, chain: MarkovChain) -> tuple[dict[str, 
     return levels, lev.dimension, how
 
 
-@cache
-def _fast_gradient(model: Model):
-    """The derived gradient with sigma(D + zeta0(D)) as an argument S: a function of (theta..., p, q, S).
-
-    None when the gradient uses zeta0 other than through that sigmoid (then only the log-domain path
-    applies). The code is the derivation's own expression, so only sigma itself is computed otherwise.
-    """
-    import sympy as sp
-
-    from flowlab.symbolic.compile import compile_exprs
-    from flowlab.symbolic.special import profiled_logit0, sigmoid
-    from flowlab.systems.markov.derivation import P, Q, derive
-
-    d = derive(model)
-    S = sp.Dummy("S")
-
-    def fused(e):
-        if not isinstance(e, sigmoid) or not isinstance(e.args[0], sp.Add):
-            return False
-        zetas = [a for a in e.args[0].args if isinstance(a, profiled_logit0)]
-        return len(zetas) == 1 and sp.expand(e.args[0] - zetas[0] - zetas[0].args[0]) == 0
-
-    grad = [g.replace(fused, lambda e: S) for g in d.gradient]
-    if any(g.has(profiled_logit0) for g in grad):
-        return None
-    return compile_exprs([*d.params, P, Q, S], grad)
-
-
 def _level_interval(ell, dstar: float, level: float, reach: float):
     """(lo, hi) with ell(lo) = ell(hi) = level around the minimiser ``dstar`` of a convex ``ell``; None when
-    ell(dstar) >= level; an end is None when ell stays below ``level`` up to |D| = ``reach`` on that side."""
-    from scipy.optimize import brentq
-
+    ell(dstar) >= level; an end is None when ell stays below ``level`` up to |D| = ``reach`` on that side. Each end
+    is bracketed by doubling steps and bisected down to adjacent floats (no SciPy: a warm process skips its
+    0.3-0.9 s import); it is the first float beyond the crossing, where ell >= level."""
     if not abs(dstar) < reach or not ell(dstar) < level:
         return None
     ends = []
@@ -106,8 +81,12 @@ def _level_interval(ell, dstar: float, level: float, reach: float):
             outer = dstar + sign * step
             outer = outer if abs(outer) < reach else sign * reach
             if ell(outer) >= level:
-                a, b = sorted((inner, outer))
-                ends.append(brentq(lambda d: ell(d) - level, a, b, xtol=1e-15, rtol=1e-15))
+                while True:  # ell(inner) < level <= ell(outer)
+                    mid = 0.5 * (inner + outer)
+                    if mid in (inner, outer):
+                        break
+                    inner, outer = (inner, mid) if ell(mid) >= level else (mid, outer)
+                ends.append(outer)
                 break
             if abs(outer) >= reach:  # below level all the way to sign * reach (convexity)
                 ends.append(None)
@@ -134,6 +113,26 @@ def _degeneracy(gap: float, degenerate: bool, all_global: str, gap_name: str) ->
     return {}
 
 
+def _gap_test(system, bounds: tuple, rows: np.ndarray) -> np.ndarray:
+    """The test of :meth:`MarkovSystem.loss_below` with ``bounds`` (lo, hi, band_lo, band_hi, inner_lo, inner_hi)."""
+    lo, hi, band_lo, band_hi, inner_lo, inner_hi = bounds
+    D = system._gap(np.asarray(rows, dtype=np.float64))
+    out = np.full(D.shape, -1, dtype=np.int8)
+    out[(D > inner_lo) & (D < inner_hi)] = 1
+    if lo is not None:
+        out[D < lo - band_lo] = 0
+    if hi is not None:
+        out[D > hi + band_hi] = 0
+    return out
+
+
+def _rebuild_markov(model, chain, context, symbolic_levels, fast_profiled, reference) -> MarkovSystem:
+    """A :class:`MarkovSystem` from its pickled parts (:meth:`MarkovSystem.__reduce__`)."""
+    system = MarkovSystem(model, chain, context, symbolic_levels=symbolic_levels)
+    system.fast_profiled, system._reference = fast_profiled, reference
+    return system
+
+
 class MarkovSystem(SystemBase):
     """A logit model on a binary chain as a :class:`~flowlab.engine.system.System`.
 
@@ -142,28 +141,54 @@ class MarkovSystem(SystemBase):
     ``symbolic_levels``: the reference lists every non-global critical value found on the whole
     parameter space by SymPy (:func:`box_independent_levels`, ``complete`` when solved); without
     it (cheap, what a single flow needs) only the unigram level, ``complete=False``.
+    ``model`` may be a :class:`~flowlab.systems.markov.numeric.ModelSpec` (what the command line names): with a
+    warm on-disk cache the system then works without SymPy (compiled code, the fused gradient and the levels
+    come from the cache); the attribute ``model`` builds the Model (SymPy) on first use.
     """
 
     name = "markov"
 
-    def __init__(self, model: Model, chain: MarkovChain, context: int | None = None, *, symbolic_levels: bool = True):
-        if not isinstance(model, Model):
-            raise FlowlabInputError(f"model must be a flowlab Model, got {type(model).__name__}")
+    def __init__(self, model: Model | ModelSpec, chain: MarkovChain, context: int | None = None, *,
+                 symbolic_levels: bool = True):
+        if not isinstance(model, ModelSpec):
+            from flowlab.systems.markov.models import Model
+
+            if not isinstance(model, Model):
+                raise FlowlabInputError(f"model must be a flowlab Model or ModelSpec, got {type(model).__name__}")
         if not isinstance(chain, MarkovChain):
             raise FlowlabInputError(f"chain must be a MarkovChain, got {type(chain).__name__}")
-        self.model, self.chain, self.context = model, chain, context
-        self.params = tuple(model.params)
-        #: the profiled-bias fast paths (:meth:`loss_below`, the fused gradient); False: log-domain code only
-        self.fast_profiled = model.bias == "profiled" and context is None
+        self.chain, self.context = chain, context
+        self._made_of = model  # what pickling rebuilds it from (see __reduce__)
+        #: the compiled model (from the on-disk cache, without SymPy, when ``model`` is a warm ModelSpec)
         self.numeric = NumericModel(model, chain)
+        self.params = self.numeric.params
+        #: the profiled-bias fast paths (:meth:`loss_below`, the fused gradient); False: log-domain code only
+        self.fast_profiled = self.numeric.compiled.bias == "profiled" and context is None
         self.symbolic_levels = symbolic_levels and context is None
         self._reference = None
         self._context = None
         if context is not None:
             from flowlab.systems.markov.context import ContextModel
 
-            self._context = ContextModel(model, chain, context)
+            self._context = ContextModel(self.model, chain, context)
             self.cost_hint = f"use a shorter context than N = {context}"
+
+    @property
+    def model(self) -> Model:
+        """The model (built with SymPy on first use when the system was made from a :class:`ModelSpec`)."""
+        return self.numeric.model
+
+    def __reduce__(self):
+        """Pickled as what it was made of (model, chain, context; a preset model as its name), rebuilt when
+        unpickled, e.g. in a labelling process: the compiled functions do not pickle, and the rebuild takes
+        them from the on-disk cache. The fast-path switch and a computed reference travel along."""
+        made = self._made_of
+        if not isinstance(made, ModelSpec) and made.name in PRESET_NAMES:
+            from flowlab.systems.markov.models import get_model
+
+            made = ModelSpec(preset=made.name) if get_model(made.name) == made else made
+        return _rebuild_markov, (made, self.chain, self.context, self.symbolic_levels, self.fast_profiled,
+                                 self._reference)
 
     def loss(self, theta) -> np.ndarray:
         return self.numeric.loss(theta) if self._context is None else self._context.loss(theta)
@@ -175,9 +200,9 @@ class MarkovSystem(SystemBase):
         if point.shape == (len(self.params),) and np.isfinite(point).all():  # one point (a flow's step): the
             chain = self.chain                                                # compiled code directly, 9x faster
             return np.array(self.numeric.compiled.gradient(*point, chain.p, chain.q), dtype=np.float64)
-        # the fused path needs SymPy to build (once per model): used when SymPy is loaded anyway (basins, critical
-        # sets), never imported for it, so a process working from the on-disk cache stays SymPy-free
-        if point.ndim == 2 and self.fast_profiled and "sympy" in sys.modules and _fast_gradient(self.model) is not None:
+        # the fused path is compiled with the model (numeric.CompiledModel.fused_gradient), so a process working
+        # from the on-disk cache uses it without SymPy
+        if point.ndim == 2 and self.fast_profiled and self.numeric.compiled.fused_gradient is not None:
             return self._fused_gradient(finite_array(point, "theta", last_dim=len(self.params)))
         return self.numeric.gradient(theta)
 
@@ -189,9 +214,9 @@ class MarkovSystem(SystemBase):
 
     def _fused_gradient(self, rows: np.ndarray) -> np.ndarray:
         """The gradient of a profiled model at the rows of a (k, n) array, sigma(D + zeta0) from the bias
-        quadratic (:func:`flowlab.symbolic.special.profiled_sigmoid1`) where |D| <= PROFILED_FAST_RANGE,
+        quadratic (:func:`flowlab.symbolic.twins.profiled_sigmoid1`) where |D| <= PROFILED_FAST_RANGE,
         the log-domain code elsewhere."""
-        from flowlab.symbolic.special import PROFILED_FAST_RANGE, profiled_sigmoid1
+        from flowlab.symbolic.twins import PROFILED_FAST_RANGE, profiled_sigmoid1
 
         p, q = self.chain.p, self.chain.q
         D = self._gap(rows)
@@ -202,7 +227,7 @@ class MarkovSystem(SystemBase):
                 out[inside] = self._fused_gradient(rows[inside])
             return out
         with np.errstate(all="ignore"):
-            values = _fast_gradient(self.model)(*rows.T, p, q, profiled_sigmoid1(D, p, q))
+            values = self.numeric.compiled.fused_gradient(*rows.T, p, q, profiled_sigmoid1(D, p, q))
         out = np.empty(rows.shape)
         for j, v in enumerate(values):
             out[:, j] = v
@@ -214,11 +239,11 @@ class MarkovSystem(SystemBase):
 
         L(theta) = ell(D(theta)) and ell is convex (the minimum over the bias of a cross-entropy jointly
         convex in the two logits) with its minimum H at D*, so {L < level} = {lo < D < hi}, the ends found
-        once by bracketing and ``brentq`` on the log-domain ell. The test returns per row 1 (below), 0 (not
+        once by bracketing and bisection on the log-domain ell. The test returns per row 1 (below), 0 (not
         below) or -1 (not told: D within 1e-9 (1 + |end|) of an end, beyond a side with no end up to
         |D| = PROFILED_FAST_RANGE, or undefined); the engine evaluates the loss on the -1 rows.
         """
-        from flowlab.symbolic.special import PROFILED_FAST_RANGE
+        from flowlab.symbolic.twins import PROFILED_FAST_RANGE
 
         if self._context is not None or not self.fast_profiled or not math.isfinite(level):
             return None
@@ -231,18 +256,8 @@ class MarkovSystem(SystemBase):
         band_hi = 1e-9 * (1 + abs(hi)) if hi is not None else 0.0
         inner_lo = lo + band_lo if lo is not None else -PROFILED_FAST_RANGE
         inner_hi = hi - band_hi if hi is not None else PROFILED_FAST_RANGE
-
-        def test(rows: np.ndarray) -> np.ndarray:
-            D = self._gap(np.asarray(rows, dtype=np.float64))
-            out = np.full(D.shape, -1, dtype=np.int8)
-            out[(D > inner_lo) & (D < inner_hi)] = 1
-            if lo is not None:
-                out[D < lo - band_lo] = 0
-            if hi is not None:
-                out[D > hi + band_hi] = 0
-            return out
-
-        return test
+        return partial(_gap_test, self, (lo, hi, band_lo, band_hi, inner_lo, inner_hi))  # picklable: sent to
+                                                                                       # labelling processes
 
     def hessian(self, theta) -> np.ndarray:
         if self._context is None:
@@ -284,7 +299,7 @@ class MarkovSystem(SystemBase):
             source += (f"; the finite-context loss (N = {self.context}) is judged on the same levels: H is the least "
                        "expected cross-entropy of every position (the chain starts stationary)")
         elif self.symbolic_levels and not chain.degenerate:
-            found, found_dim, how = box_independent_levels(self.model, chain)
+            found, found_dim, how = self._levels()
             if found is not None:
                 levels, complete, dim = found, True, found_dim
             source += "; " + how
@@ -294,8 +309,23 @@ class MarkovSystem(SystemBase):
         return Reference(optimal_loss=chain.entropy_rate, levels=levels, loss_tol=chain.loss_tolerance, source=source,
                          complete=complete, set_dimension=dim, **degeneracy)
 
+    def _levels(self) -> tuple[dict[str, float] | None, int, str]:
+        """:func:`box_independent_levels` of the model on the chain; for a system made from a :class:`ModelSpec`
+        through the on-disk cache (:func:`~flowlab.systems.markov.numeric.spec_facts`: no SymPy when warm)."""
+        spec, chain = self.numeric.spec, self.chain
+        if spec is None:
+            return box_independent_levels(self.model, chain)
+        def valid(facts) -> bool:
+            found, dim, how = facts
+            return ((found is None or all(isinstance(k, str) and isinstance(v, float) for k, v in found.items()))
+                    and isinstance(dim, int) and isinstance(how, str))
+
+        found, dim, how = spec_facts("markov-levels", spec, {"p": chain.p, "q": chain.q},
+                                     lambda: box_independent_levels(self.model, chain), valid)
+        return found, dim, how
+
     def describe(self) -> dict:
-        return {"system": "markov", "model": self.model.name, "chain": self.chain.as_dict(), "context": self.context}
+        return {"system": "markov", "model": self.numeric.name, "chain": self.chain.as_dict(), "context": self.context}
 
 
 class KStateSystem(SystemBase):
