@@ -30,11 +30,11 @@ VARIANTS = {
 }
 
 CHILD = """
-import json, sys
+import json, os, sys
 from flowlab.report import demo, markov
 PARALLEL = None
 {patch}
-spare = demo.spare_cores()
+spare = demo.cpus() - os.getloadavg()[0]
 s = demo.run_demo(sys.argv[1], quiet=True, fast=sys.argv[2] == "1", parallel=PARALLEL)
 print(json.dumps({{"seconds": s["seconds"], "seconds_by_phase": s["seconds_by_phase"], "spare_cores": spare}}))
 """

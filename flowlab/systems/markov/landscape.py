@@ -727,7 +727,10 @@ def slice_sets(model, chain, sliced, box, full=None):
     if not members:
         return None
     restricted = sliced_model(model, sliced)
-    cands = critical_sets(restricted, chain, box)
+    try:  # candidates only (each is vouched for below): the symbolic sets, without the numeric cross-check
+        cands = critical_sets(restricted, chain, box, method="symbolic")
+    except FlowlabInputError:
+        cands = critical_sets(restricted, chain, box)
     pool = []
     for s in cands.sets:  # lifted to the full parameter order
         pts = np.asarray(s.points, float).reshape(-1, len(free))
