@@ -182,7 +182,10 @@ def _cases():
         add(["basins", *PQ, "--grid", "8", "--workers", bad], f"basins-workers={bad!r}")
         add(["basins", *PQ, "--grid", "8", "--context", bad], f"basins-context={bad!r}")
         add(["critical", *PQ, "--context", bad], f"critical-context={bad!r}")
-    add(["critical", *PQ, "--context", "8"], "critical-context-refused")  # sets come from the long-context loss
+    add(["critical", "--regions", "--context", "8"], "critical-context-regions")  # the table is symbolic
+    add(["critical", *PQ, "--context", "8", "--method", "symbolic"], "critical-context-symbolic")
+    add(["critical", "--p", "0.4", "--q", "0.6", "--context", "8"], "critical-context-degenerate")
+    add(["critical", *PQ, "--context", "4097"], "critical-context-too-long")
     add(["basins", *PQ, "--grid", "8", "--context", "8", "--method", "invariant"], "basins-context-invariant")
     add(["basins", *PQ, "--grid", "8", "--method", "magic"], "basins-method-unknown")
     add(["basins", *PQ, "--gaussian", "0.02", "--grid", "8"], "basins-gaussian-and-grid")
@@ -648,6 +651,7 @@ UNBOUNDED = [
     (["basins", *PQ, "--grid", "100000"], "basins-grid"),
     (["basins", *PQ, "--gaussian", "0.02", "--samples", "1000000000000"], "basins-samples"),
     (["critical", *PQ, "--starts", "1000000000000"], "critical-starts"),
+    (["critical", "--model", "ewa", *PQ, "--context", "4096", "--starts", "1048576"], "critical-context-starts"),
     (["guide", "--grid", "1000000"], "guide-grid"),
     (["sweep", "markov", "--p", "0.01:0.99:1024", "--q", "0.01:0.99:1024", "--starts", "100000", "--out", "s.zarr"],
      "sweep-time"),
@@ -850,7 +854,7 @@ def _interrupt(argv, cwd, *, wait=1.5, ready=None):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", [
-    pytest.param(["basins", *PQ, "--grid", "400", "--quiet", "--out", "res"], id="basins"),
+    pytest.param(["basins", *PQ, "--grid", "900", "--quiet", "--out", "res"], id="basins"),  # ~8 s on 2 processes
     pytest.param(["critical", "--p", "0.1", "--q", "0.1", "--out", "res.json"], id="critical"),
     pytest.param(["train", "--steps", "20000", "--quiet", "--out", "res.json"], id="train"),
 ])

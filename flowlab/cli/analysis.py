@@ -217,13 +217,13 @@ def cmd_critical(args) -> int:
     from flowlab.systems.markov.critical import critical_sets, regions_table
 
     check_out_file(args)
-    if args.context is not None:
-        raise FlowlabInputError("critical --context: not supported; the critical sets are solved from the symbolic "
-                                "structure of the long-context loss (D = D*, grad D = 0), which the finite-context "
-                                "loss does not have; use flowlab flow --context or flowlab basins --context")
     model = model_from_args(args)
     box = parse_box(args.range)
     options = dict(method=args.method, starts=args.starts, seed=args.seed, samples=args.samples)
+    if args.context is not None:
+        if args.regions:
+            raise FlowlabInputError("--regions tabulates the symbolic long-context sets; give --p/--q with --context")
+        options["context"] = args.context
     if args.regions:
         if args.p is not None or args.q is not None:
             raise FlowlabInputError("--regions uses one chain per region of p + q; do not give --p/--q")
@@ -363,7 +363,8 @@ def _add_critical(sub) -> None:
     p.add_argument("--seed", type=seed, default=0, help="seed of the scrambled Sobol starts (0 to 2**32 - 1)")
     p.add_argument("--samples", type=positive_int, default=64, help="sample points reported per set")
     p.add_argument("--context", type=positive_int, metavar="N",
-                   help="refused with the reason: the critical sets are those of the long-context loss")
+                   help="the exact loss over a finite context of N positions: numeric multi-start only (kinds from a "
+                   "Hessian by differences of the exact gradient; never complete)")
     fmt_group = p.add_mutually_exclusive_group()
     fmt_group.add_argument("--json", action="store_true", help="print a JSON object")
     fmt_group.add_argument("--latex", action="store_true", help="print a LaTeX tabular")

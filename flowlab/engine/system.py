@@ -121,13 +121,15 @@ DIFFERENCE_STEP = 1e-5
 
 
 def difference_hessian(gradient, theta, h: float = DIFFERENCE_STEP) -> np.ndarray:
-    """The symmetrised Hessian at one point by central differences of ``gradient`` (2n evaluations, one call)."""
+    """The symmetrised Hessian by central differences of ``gradient`` at each point of ``theta`` (..., n):
+    2n evaluations per point, all in one call of ``gradient`` (which must act row by row)."""
     theta = np.asarray(theta, dtype=np.float64)
-    n = theta.size
+    n = theta.shape[-1]
     steps = np.eye(n) * h
-    g = np.asarray(gradient(np.concatenate([theta + steps, theta - steps])), dtype=np.float64)
-    H = (g[:n] - g[n:]) / (2 * h)
-    return 0.5 * (H + H.T)
+    pts = np.concatenate([theta[..., None, :] + steps, theta[..., None, :] - steps], axis=-2)  # (..., 2n, n)
+    g = np.asarray(gradient(pts.reshape(-1, n)), dtype=np.float64).reshape(pts.shape)
+    H = (g[..., :n, :] - g[..., n:, :]) / (2 * h)
+    return 0.5 * (H + np.swapaxes(H, -1, -2))
 
 
 class SystemBase:
@@ -140,12 +142,7 @@ class SystemBase:
     params: tuple[str, ...] = ()
 
     def hessian(self, theta) -> np.ndarray:
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.ndim == 1:
-            return difference_hessian(self.gradient, theta)
-        flat = theta.reshape(-1, theta.shape[-1])
-        out = np.stack([difference_hessian(self.gradient, row) for row in flat])
-        return out.reshape(theta.shape + (theta.shape[-1],))
+        return difference_hessian(self.gradient, theta)
 
     def invariants(self, theta) -> dict[str, np.ndarray]:
         return {}

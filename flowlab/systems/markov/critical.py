@@ -98,6 +98,8 @@ class CriticalResult:
     timings: dict[str, float]
     #: Symbolic critical sets (of the whole parameter space) with no point in the box, as text.
     outside_box: tuple[str, ...] = ()
+    #: Context length N of the finite-context loss (None: the long-context limit).
+    context: int | None = None
 
     def kinds(self) -> list[str]:
         return [s.kind for s in self.sets]
@@ -128,6 +130,7 @@ class CriticalResult:
             "sets": [s.as_dict() for s in self.sets],
             "agreement": self.agreement,
             "outside_box": list(self.outside_box),
+            "context": self.context,
             "nearly_degenerate": self.chain.nearly_degenerate,
             "seconds": self.seconds,
             "seconds_by_phase": {k.removesuffix("_s"): v for k, v in self.timings.items() if k != "total_s"},
@@ -627,11 +630,16 @@ class _SymbolicAssembly:
 
 
 # ----------------------------------------------------------------------- numeric path
-def _numeric_sets(model, chain, box, *, starts, seed, samples, sets=True):
+def _numeric_sets(model, chain, box, *, starts, seed, samples, sets=True, context=None):
     from flowlab.engine.critical import find_numeric
     from flowlab.engine.system import Reference
 
-    nm = NumericModel(model, chain)
+    if context is None:
+        nm = NumericModel(model, chain)
+    else:  # the exact finite-context loss and gradient, the Hessian by central differences of that gradient
+        from flowlab.systems.markov.system import MarkovSystem
+
+        nm = MarkovSystem(model, chain, context)
     lo, hi = _bounds(box, model.params)
     ref = Reference(chain.entropy_rate, loss_tol=LOSS_TOL if chain.degenerate else chain.loss_tolerance)
     res = find_numeric(nm, lo, hi, reference=ref, starts=starts, seed=seed, sets=sets)
@@ -738,6 +746,7 @@ def critical_sets(
     seed: int = 0,
     samples: int = 64,
     chain_free: bool = False,
+    context: int | None = None,
 ) -> CriticalResult:
     """The critical sets of ``model`` on ``chain`` inside ``box`` ({name: (lo, hi)}), classified.
 
@@ -745,6 +754,9 @@ def critical_sets(
     otherwise), 'symbolic' (no cross-check: ``complete`` stays False), or 'numeric'.
     The sets' ``text`` and ``equation`` hold the chain's p and q as exact rationals, simplified;
     ``chain_free`` keeps p and q as symbols (the regions table, whose rows span chains).
+    ``context=N``: the exact loss over a finite context of N positions (MODELS.md section 4), by the numeric
+    path only (the symbolic structure D = D*, grad D = 0 is the long-context limit's): its sets are never
+    ``complete`` and their kinds rest on a Hessian by central differences of the exact gradient.
 
     >>> from flowlab import MarkovChain, get_model
     >>> r = critical_sets(get_model("ew"), MarkovChain(0.1, 0.1))
@@ -758,6 +770,9 @@ def critical_sets(
     box = make_box(model, box)
     timings = {}
     notes = []
+    if context is not None:
+        context, method = _context_method(context, method, chain, notes)
+        _refuse_slow_context(model, context, starts)
     sym_sets, outside = None, ()
     t0 = time.perf_counter()
     if method in ("auto", "symbolic"):
@@ -771,7 +786,7 @@ def critical_sets(
     if method in ("auto", "numeric") and not skip_numeric:
         t1 = time.perf_counter()
         num_sets, num_res = _numeric_sets(model, chain, box, starts=starts, seed=seed, samples=samples,
-                                          sets=not roots_only)
+                                          sets=not roots_only, context=context)
         timings["numeric_s"] = time.perf_counter() - t1
         notes.extend(num_res.notes)
     if num_sets is not None and chain.nearly_degenerate:
@@ -797,7 +812,45 @@ def critical_sets(
         agreement=agreement,
         timings=timings,
         outside_box=outside,
+        context=context,
     )
+
+
+#: Longest finite-context critical-set search accepted (estimated up front), and the cost model of one gradient
+#: at one point: ~40 us by quadrature (ewa, N = 256, measured) or ~20 ns per (x, m) term summed directly
+#: (about 0.6 N^2 terms), times (2n + 1) gradients per Levenberg-Marquardt iteration (the difference Hessian)
+#: and up to CONTEXT_ITERATIONS iterations per start.
+CONTEXT_MAX_SECONDS, CONTEXT_ITERATIONS = 3600.0, 120
+QUADRATURE_SECONDS, TERM_SECONDS = 4e-5, 2e-8
+
+
+def _refuse_slow_context(model, context: int, starts: int) -> None:
+    """Refuse a finite-context search whose estimated time exceeds :data:`CONTEXT_MAX_SECONDS` (before any work)."""
+    from flowlab.systems.markov.context_quadrature import piecewise_structure
+
+    if not model.uses_attention:
+        return  # two terms, one per token: as cheap as the long-context loss
+    per_point = QUADRATURE_SECONDS if piecewise_structure(model) is not None else TERM_SECONDS * 0.6 * context**2
+    estimate = starts * CONTEXT_ITERATIONS * (2 * len(model.params) + 1) * per_point
+    if estimate > CONTEXT_MAX_SECONDS:
+        raise FlowlabInputError(
+            f"finite-context critical sets with {starts} starts at N = {context} would take up to about "
+            f"{estimate / 3600:.3g} h (limit {CONTEXT_MAX_SECONDS / 3600:g} h): use fewer --starts or a shorter --context")
+
+
+def _context_method(context, method: str, chain: MarkovChain, notes: list) -> tuple[int, str]:
+    """(N, 'numeric') for a finite context; refuses the symbolic method and a nearly degenerate chain."""
+    from flowlab.systems.markov.context import MAX_CONTEXT
+
+    context = integer(context, "the context length", 1, MAX_CONTEXT)
+    if method == "symbolic":
+        raise FlowlabInputError("--method symbolic solves the long-context loss (D = D*, grad D = 0); a finite "
+                                "context has no such structure: use --method numeric (or auto)")
+    chain.require_resolvable(f"the finite-context critical-set analysis (N = {context})")
+    notes.append(f"finite context N = {context}: numeric multi-start on the exact expected loss over positions "
+                 "1..N (the symbolic structure D = D*, grad D = 0 is the long-context limit's); kinds from a "
+                 "Hessian by central differences of the exact gradient; completeness not vouched for")
+    return context, "numeric"
 
 
 def _combine(model, chain, sym_sets, num_sets, num_res, roots_only, notes):

@@ -262,10 +262,7 @@ class MarkovSystem(SystemBase):
     def hessian(self, theta) -> np.ndarray:
         if self._context is None:
             return self.numeric.hessian(theta)
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.ndim == 1:
-            return difference_hessian(self._context.gradient, theta)
-        return super().hessian(theta)
+        return difference_hessian(self._context.gradient, theta)
 
     def invariants(self, theta) -> dict[str, np.ndarray]:
         return self.numeric.invariants(theta)
