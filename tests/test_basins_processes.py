@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
-import time
 
 import numpy as np
 import pytest
 from test_hostile import assert_refused, run_cli
-from toy_systems import TiltedDoubleWell
+from toy_systems import HelperFails, HelperSlow, SlowStartFails, StartFails, TiltedDoubleWell
 
 from conftest import SEPARATRIX, ref_basin, ref_energy
 from flowlab import MarkovChain, get_model
@@ -100,26 +99,6 @@ def test_user_model_and_switch_travel():
     assert np.array_equal(copy.gradient(theta), system.gradient(theta))
 
 
-class HelperFails(TiltedDoubleWell):
-    """A toy whose gradient fails in a helper process only (the error must reach the caller), and is slow
-    here, so that the helper starts before this process has labelled every piece."""
-
-    def gradient(self, theta):
-        if multiprocessing.parent_process() is not None:
-            raise RuntimeError("gradient failed in a helper process")
-        time.sleep(0.002)
-        return super().gradient(theta)
-
-
-class HelperSlow(TiltedDoubleWell):
-    """A toy that is slow in a helper process only (a helper on a busy machine)."""
-
-    def gradient(self, theta):
-        if multiprocessing.parent_process() is not None:
-            time.sleep(0.01)
-        return super().gradient(theta)
-
-
 def test_a_slow_helper_piece_is_labelled_here_too_and_counted_once():
     system = HelperSlow()
     pts = grid_points(grid_axes(system.params, {"x": (-1.7, 1.7), "y": (-1.0, 1.0)}, 24))
@@ -135,27 +114,6 @@ def test_helper_error_reaches_the_caller_and_no_process_remains():
     with pytest.raises(RuntimeError, match="helper process"):
         flow_labels(system, pts, system.reference(), FlowSettings(workers=2, **TOY), min_piece=SMALL_PIECE)
     assert not multiprocessing.active_children()
-
-
-def _refuse_in_helper(cls, tilt):
-    if multiprocessing.parent_process() is not None:
-        raise RuntimeError("cannot be rebuilt in a helper process")
-    return cls(tilt)
-
-
-class StartFails(TiltedDoubleWell):
-    """A toy that cannot be rebuilt in a helper process (its pool cannot start)."""
-
-    def __reduce__(self):
-        return _refuse_in_helper, (type(self), self.tilt)
-
-
-class SlowStartFails(StartFails):
-    """The same, slow here (so that the failure is seen before this process has labelled every piece)."""
-
-    def gradient(self, theta):
-        time.sleep(0.002)
-        return super().gradient(theta)
 
 
 def test_helpers_that_cannot_start():

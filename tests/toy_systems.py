@@ -9,6 +9,9 @@ NumPy only: the roots come from ``numpy.roots``, the gradient and the Hessian in
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import numpy as np
 
 from flowlab.engine.errors import FlowlabInputError
@@ -68,3 +71,46 @@ class TiltedDoubleWell(SystemBase):
 
     def describe(self) -> dict:
         return {"system": self.name, "params": list(self.params), "tilt": self.tilt}
+
+
+# ---- toys for the labelling processes (tests/test_basins_processes.py): defined here, not in the test module,
+# ---- so that a helper process unpickling one imports only this module
+class HelperFails(TiltedDoubleWell):
+    """A toy whose gradient fails in a helper process only (the error must reach the caller), and is slow
+    here, so that the helper starts before this process has labelled every piece."""
+
+    def gradient(self, theta):
+        if multiprocessing.parent_process() is not None:
+            raise RuntimeError("gradient failed in a helper process")
+        time.sleep(0.002)
+        return super().gradient(theta)
+
+
+class HelperSlow(TiltedDoubleWell):
+    """A toy that is slow in a helper process only (a helper on a busy machine)."""
+
+    def gradient(self, theta):
+        if multiprocessing.parent_process() is not None:
+            time.sleep(0.01)
+        return super().gradient(theta)
+
+
+def _refuse_in_helper(cls, tilt):
+    if multiprocessing.parent_process() is not None:
+        raise RuntimeError("cannot be rebuilt in a helper process")
+    return cls(tilt)
+
+
+class StartFails(TiltedDoubleWell):
+    """A toy that cannot be rebuilt in a helper process (its pool cannot start)."""
+
+    def __reduce__(self):
+        return _refuse_in_helper, (type(self), self.tilt)
+
+
+class SlowStartFails(StartFails):
+    """The same, slow here (so that the failure is seen before this process has labelled every piece)."""
+
+    def gradient(self, theta):
+        time.sleep(0.002)
+        return super().gradient(theta)
