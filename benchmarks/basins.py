@@ -32,7 +32,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from flowlab import MarkovChain, NumericModel, get_model
-from flowlab.engine.basins import available_cpus, flow_labels, grid_axes, grid_points
+from flowlab.engine.basins import flow_labels, grid_axes, grid_points
+from flowlab.engine.defaults import available_cpus
 from flowlab.systems.markov.basins import FlowSettings, basin_grid
 from flowlab.systems.markov.system import MarkovSystem
 

@@ -31,10 +31,11 @@ VARIANTS = {
 
 CHILD = """
 import json, os, sys
+from flowlab.engine.defaults import available_cpus
 from flowlab.report import demo, markov
 PARALLEL = None
 {patch}
-spare = demo.cpus() - os.getloadavg()[0]
+spare = available_cpus() - os.getloadavg()[0]
 s = demo.run_demo(sys.argv[1], quiet=True, fast=sys.argv[2] == "1", parallel=PARALLEL)
 print(json.dumps({{"seconds": s["seconds"], "seconds_by_phase": s["seconds_by_phase"], "spare_cores": spare}}))
 """

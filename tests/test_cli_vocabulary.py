@@ -25,15 +25,16 @@ from flowlab.engine.errors import FlowlabInputError
 PATH_OPTIONS = {"--out", "--trajectory", "--kernel", "--data"}
 
 
-def _subcommands(parser, path=()):
+def walk_commands(parser, path=()):
+    """(path, subparser) of every command and nested action below ``parser``, walked recursively."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield path + (name,), sub
-                yield from _subcommands(sub, path + (name,))
+                yield from walk_commands(sub, path + (name,))
 
 
-COMMANDS = [(" ".join(path), sub) for path, sub in _subcommands(build_parser())]
+COMMANDS = [(" ".join(path), sub) for path, sub in walk_commands(build_parser())]
 #: The commands that run something (not a family that only holds actions).
 LEAVES = [(name, sub) for name, sub in COMMANDS
           if not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)]

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli_vocabulary import walk_commands
 
 from flowlab.cli.app import main
 
@@ -560,17 +561,6 @@ def _command_path(argv) -> tuple:
 NESTED = ("cooccurrence", "ntp-order", "sweep")
 
 
-def _subcommands(parser, path=()):
-    """(path, subparser) of every command and nested action below ``parser``, walked recursively."""
-    import argparse
-
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield path + (name,), sub
-                yield from _subcommands(sub, path + (name,))
-
-
 def test_every_argument_of_every_command_is_exercised():
     """Each option that `flowlab COMMAND [ACTION] --help` lists appears in some hostile invocation."""
     from flowlab.cli.app import build_parser
@@ -580,7 +570,7 @@ def test_every_argument_of_every_command_is_exercised():
     missing, walked = [], set()
     flags = {"--json", "--latex", "--quiet", "--fast", "--regions", "--allow-degenerate", "--free-bias",
              "--layer-norm", "--table", "--help", "--format", "--version", "--gd"}  # switches/choices tested elsewhere
-    for path, parser in _subcommands(build_parser()):
+    for path, parser in walk_commands(build_parser()):
         walked.add(path)
         for action in parser._actions:
             for opt in action.option_strings:

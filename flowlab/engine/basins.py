@@ -36,6 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from flowlab.engine.checks import integer, real_number
+from flowlab.engine.defaults import available_cpus
 from flowlab.engine.errors import FlowlabInputError
 from flowlab.engine.system import Reference
 
@@ -223,16 +224,6 @@ MIN_PIECE = 16384
 #: load (4-7 on 2 cores) two processes ran at about 0.5x of one at every size: hence the load check.
 #: Re-measure on an idle machine with benchmarks/basins.py.
 AUTO_PROCESS_POINTS = 131072
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the platform has one)."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def auto_processes(points: int, settings: FlowSettings, *, min_piece: int = MIN_PIECE,

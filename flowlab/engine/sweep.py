@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flowlab.engine.checks import integer, real_number
+from flowlab.engine.defaults import available_cpus
 from flowlab.engine.errors import FlowlabInputError
 from flowlab.engine.io import atomic_write_text, check_output_dir, remove_stale_partials, to_json
 
@@ -295,10 +296,6 @@ def check_scheduler(address: str) -> str:
     return address
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _client(scheduler, workers: int, processes: bool):
     """A Dask client on an existing scheduler, or on a new LocalCluster of ``workers`` single-thread workers."""
     from distributed import Client, LocalCluster
@@ -423,7 +420,7 @@ def run_sweep(definition: SweepDefinition, store, *, scheduler: str | None = Non
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    workers = default_workers() if workers is None else integer(workers, "workers", 1, 1024)
+    workers = available_cpus() if workers is None else integer(workers, "workers", 1, 1024)
     max_seconds = real_number(max_seconds, "max_seconds")
     if scheduler is not None:
         check_scheduler(scheduler)

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from flowlab.engine.defaults import available_cpus
 from flowlab.engine.io import atomic_write_text, to_json
 
 
@@ -96,15 +97,14 @@ def _run_demo(out: Path, *, quiet: bool, fast: bool, parallel: bool | None = Non
     summary: dict = {"derivations": {}, "critical": {}, "basins": [], "gaussian": [], "flows": [], "fast": fast}
     markov = MarkovSections(out, files, fast=fast, quiet=quiet)
     if parallel is None:
-        parallel = cpus() >= 2
+        parallel = available_cpus() >= 2
     background = _Background(out, fast) if parallel else None
 
     def other_system(key, report):
         """The section of another system (from the second process when there is one): it lists its own files."""
         def run():
-            section = report.section(out, fast=fast, quiet=quiet) if background is None else background.result(quiet)[key]
-            files.extend(section["files"])
-            return section
+            return _listed(report.section(out, fast=fast, quiet=quiet) if background is None
+                           else background.result(quiet)[key], files)
         return run
 
     # phase (as the progress bar and seconds_by_phase name it) -> (key in the summary or None, section)
@@ -146,14 +146,6 @@ def _run_demo(out: Path, *, quiet: bool, fast: bool, parallel: bool | None = Non
     atomic_write_text(out / "summary.json", to_json(summary))
     atomic_write_text(out / "report.md", _report(summary))
     return summary
-
-
-def cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 class _Background:
