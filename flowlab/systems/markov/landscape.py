@@ -729,8 +729,8 @@ def slice_sets(model, chain, sliced, box, full=None):
     restricted = sliced_model(model, sliced)
     try:  # candidates only (each is vouched for below): the symbolic sets, without the numeric cross-check
         cands = critical_sets(restricted, chain, box, method="symbolic")
-    except FlowlabInputError:
-        cands = critical_sets(restricted, chain, box)
+    except FlowlabInputError:  # no symbolic structure: what "auto" would fall back to, without retrying it
+        cands = critical_sets(restricted, chain, box, method="numeric")
     pool = []
     for s in cands.sets:  # lifted to the full parameter order
         pts = np.asarray(s.points, float).reshape(-1, len(free))
